@@ -1,0 +1,24 @@
+//! `azflow bench-baseline` (hidden): the benchmark's "empty program" arm — same loader, same
+//! cgroup, a program that only returns.
+
+use std::path::Path;
+
+use tokio::signal::unix::SignalKind;
+
+use super::run::RunError;
+use crate::{config::Limits, ebpf};
+
+pub async fn run(cgroup: &Path) -> Result<(), RunError> {
+    let sizes = ebpf::map_sizes(&Limits { max_subnets: 16, unmapped_entries: 16 });
+    let mut ebpf = ebpf::load(&sizes)?;
+    let attached = ebpf::attach_bench_baseline(&mut ebpf, cgroup)?;
+    tracing::info!(cgroup = %attached.cgroup, "baseline program attached");
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(ebpf);
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The subcommands.
+
+pub mod run;
+pub mod topology;
+pub mod bench_baseline;

@@ -1,0 +1,215 @@
+//! Command line and its single validation pass. Nothing here touches the system.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "azflow", version, about = "Which TCP bytes cross Availability Zones, measured in the kernel")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a cgroup, count, and serve the results (console table and Prometheus).
+    Run(RunArgs),
+    /// Print the resolved subnet → AZ table and this host's identity, then exit.
+    Topology(TopologyArgs),
+    /// Benchmark baseline: attach a cgroup_skb program that does nothing, until SIGINT/SIGTERM.
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Static topology file (TOML); without it the host's own interface subnets form its AZ.
+    #[arg(long, env = "AZFLOW_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// cgroup v2 directory to attach to (default: the root of the cgroup v2 hierarchy).
+    #[arg(long, env = "AZFLOW_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+    /// Static topology file (TOML); without it the host's own interface subnets form its AZ.
+    #[arg(long, env = "AZFLOW_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// Prometheus listen address, or "off".
+    #[arg(long, env = "AZFLOW_PROMETHEUS", default_value = "127.0.0.1:9464")]
+    pub prometheus: String,
+    /// How often the kernel counters are drained, e.g. "5s" or "500ms".
+    #[arg(long, env = "AZFLOW_DRAIN_INTERVAL", default_value = "5s")]
+    pub drain_interval: String,
+    /// Most subnets the kernel table holds (sizes the maps).
+    #[arg(long, env = "AZFLOW_MAX_SUBNETS", default_value_t = 4096)]
+    pub max_subnets: u32,
+    /// Distinct unmapped /24 (v4) or /48 (v6) destinations remembered in the kernel.
+    #[arg(long, env = "AZFLOW_UNMAPPED_ENTRIES", default_value_t = 1024)]
+    pub unmapped_entries: u32,
+    /// Unmapped destinations exported as series (the busiest first).
+    #[arg(long, env = "AZFLOW_UNMAPPED_TOP", default_value_t = 10)]
+    pub unmapped_top: usize,
+    /// Live console table: auto shows it when stdout is a terminal.
+    #[arg(long, value_enum, default_value_t = ConsoleMode::Auto)]
+    pub console: ConsoleMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleMode {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Validated settings of `azflow run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub cgroup: Option<PathBuf>,
+    pub topology: Option<PathBuf>,
+    pub prometheus: Option<SocketAddr>,
+    pub drain_interval: Duration,
+    pub limits: Limits,
+    pub unmapped_top: usize,
+    pub console: ConsoleMode,
+}
+
+/// What sizes the kernel maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_subnets: u32,
+    pub unmapped_entries: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--{flag}: {problem}; {fix}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+    pub fix: &'static str,
+}
+
+pub const MAX_SUBNETS_LIMIT: u32 = 1 << 20;
+pub const UNMAPPED_LIMIT: u32 = 1 << 20;
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let prometheus = match self.prometheus.as_str() {
+            "off" | "" => None,
+            s => Some(s.parse().map_err(|e| ConfigError {
+                flag: "prometheus",
+                problem: format!("{s:?} is not a socket address ({e})"),
+                fix: "write HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464, or \"off\"",
+            })?),
+        };
+        let drain_interval = parse_duration(&self.drain_interval).ok_or_else(|| ConfigError {
+            flag: "drain-interval",
+            problem: format!("{:?} is not a duration", self.drain_interval),
+            fix: "write a number with a unit, e.g. 5s, 500ms or 1m",
+        })?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&drain_interval) {
+            return Err(ConfigError {
+                flag: "drain-interval",
+                problem: format!("{drain_interval:?} is out of range"),
+                fix: "choose between 100ms and 1h",
+            });
+        }
+        check_range("max-subnets", self.max_subnets, MAX_SUBNETS_LIMIT)?;
+        check_range("unmapped-entries", self.unmapped_entries, UNMAPPED_LIMIT)?;
+        if self.unmapped_top > 1000 {
+            return Err(ConfigError {
+                flag: "unmapped-top",
+                problem: format!("{} series is too many", self.unmapped_top),
+                fix: "choose at most 1000 (each is a Prometheus series)",
+            });
+        }
+        Ok(RunConfig {
+            cgroup: self.cgroup.clone(),
+            topology: self.topology.clone(),
+            prometheus,
+            drain_interval,
+            limits: Limits { max_subnets: self.max_subnets, unmapped_entries: self.unmapped_entries },
+            unmapped_top: self.unmapped_top,
+            console: self.console,
+        })
+    }
+}
+
+fn check_range(flag: &'static str, v: u32, max: u32) -> Result<(), ConfigError> {
+    if v == 0 || v > max {
+        return Err(ConfigError {
+            flag,
+            problem: format!("{v} is out of range"),
+            fix: "choose between 1 and 1048576",
+        });
+    }
+    Ok(())
+}
+
+/// "5s", "500ms", "2m", "1h"; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["azflow", "run"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(a) => a,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = args(&[]).validate().expect("defaults are valid");
+        assert_eq!(c.prometheus, Some("127.0.0.1:9464".parse().expect("addr")));
+        assert_eq!(c.drain_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.max_subnets, 4096);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = args(&["--prometheus", "nope"]).validate().expect_err("bad addr");
+        assert_eq!(e.flag, "prometheus");
+        let e = args(&["--drain-interval", "5 parsecs"]).validate().expect_err("bad unit");
+        assert_eq!(e.flag, "drain-interval");
+        let e = args(&["--drain-interval", "1ms"]).validate().expect_err("too fast");
+        assert_eq!(e.flag, "drain-interval");
+        let e = args(&["--max-subnets", "0"]).validate().expect_err("zero");
+        assert!(e.to_string().starts_with("--max-subnets: 0 is out of range"), "{e}");
+        assert_eq!(args(&["--prometheus", "off"]).validate().expect("off").prometheus, None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! Typed handles on the kernel maps: writing the subnet table, reading the counters.
+//! Reads sum the per-CPU values; nothing here keeps state between calls.
+
+use std::{
+    collections::HashSet,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use agent_common::{
+    Counter, Direction, KernelError, State, SubnetInfo, UnmappedKey, UnmappedValue,
+    counter_index, map_names,
+};
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the eBPF object")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+}
+
+fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+pub struct KernelMaps {
+    v4: LpmTrie<MapData, [u8; 4], SubnetInfo>,
+    v6: LpmTrie<MapData, [u8; 16], SubnetInfo>,
+    counters: PerCpuArray<MapData, Counter>,
+    unmapped: PerCpuHashMap<MapData, UnmappedKey, UnmappedValue>,
+    errors: PerCpuArray<MapData, u64>,
+    state: Array<MapData, State>,
+}
+
+/// Summed counters of one slot, indexed by [`Direction`].
+pub type SlotCounters = [Counter; 2];
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<M, MapsError> {
+            let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+            M::try_from(map).map_err(err(name))
+        }
+        Ok(Self {
+            v4: take(ebpf, map_names::SUBNETS_V4)?,
+            v6: take(ebpf, map_names::SUBNETS_V6)?,
+            counters: take(ebpf, map_names::COUNTERS)?,
+            unmapped: take(ebpf, map_names::UNMAPPED)?,
+            errors: take(ebpf, map_names::ERRORS)?,
+            state: take(ebpf, map_names::STATE)?,
+        })
+    }
+
+    /// Makes the tries hold exactly `v4`/`v6`, then publishes `generation` so sockets classify
+    /// again. New and changed prefixes go in before stale ones come out, so a packet is always
+    /// classified against either the old or the new entry for its address, never a gap.
+    pub fn sync(
+        &mut self,
+        v4: &[(Ipv4Net, SubnetInfo)],
+        v6: &[(Ipv6Net, SubnetInfo)],
+        generation: u32,
+    ) -> Result<(), MapsError> {
+        let name = map_names::SUBNETS_V4;
+        let keep4: HashSet<(u32, [u8; 4])> = v4.iter().map(|(n, _)| key4(n)).collect();
+        for (net, info) in v4 {
+            let (len, data) = key4(net);
+            self.v4.insert(&Key::new(len, data), info, 0).map_err(err(name))?;
+        }
+        let stale4: Vec<Key<[u8; 4]>> = self
+            .v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep4.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale4 {
+            self.v4.remove(&k).map_err(err(name))?;
+        }
+
+        let name = map_names::SUBNETS_V6;
+        let keep6: HashSet<(u32, [u8; 16])> = v6.iter().map(|(n, _)| key6(n)).collect();
+        for (net, info) in v6 {
+            let (len, data) = key6(net);
+            self.v6.insert(&Key::new(len, data), info, 0).map_err(err(name))?;
+        }
+        let stale6: Vec<Key<[u8; 16]>> = self
+            .v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep6.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale6 {
+            self.v6.remove(&k).map_err(err(name))?;
+        }
+
+        let state = State { generation, _pad: 0 };
+        self.state.set(0, &state, 0).map_err(err(map_names::STATE))
+    }
+
+    /// The kernel's current generation (0 before the first sync).
+    pub fn generation(&self) -> Result<u32, MapsError> {
+        Ok(self.state.get(&0, 0).map_err(err(map_names::STATE))?.generation)
+    }
+
+    /// Cumulative counters of the given slots, summed over CPUs.
+    pub fn read_counters(
+        &self,
+        slots: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<(u32, SlotCounters)>, MapsError> {
+        let name = map_names::COUNTERS;
+        slots
+            .into_iter()
+            .map(|slot| {
+                let mut cells = [Counter::default(); 2];
+                for dir in Direction::ALL {
+                    let per_cpu = self.counters.get(&counter_index(slot, dir), 0).map_err(err(name))?;
+                    for c in per_cpu.iter() {
+                        cells[dir as usize].bytes = cells[dir as usize].bytes.wrapping_add(c.bytes);
+                        cells[dir as usize].packets =
+                            cells[dir as usize].packets.wrapping_add(c.packets);
+                    }
+                }
+                Ok((slot, cells))
+            })
+            .collect()
+    }
+
+    /// Kernel error counters, summed over CPUs, indexed by [`KernelError`].
+    pub fn read_errors(&self) -> Result<[u64; KernelError::COUNT as usize], MapsError> {
+        let mut out = [0u64; KernelError::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self.errors.get(&(i as u32), 0).map_err(err(map_names::ERRORS))?;
+            *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(out)
+    }
+
+    /// Every remembered unmapped prefix with its counters summed over CPUs. Entries evicted
+    /// while iterating are skipped (their bytes stay in the per-class counters).
+    pub fn read_unmapped(&self) -> Vec<(UnmappedKey, UnmappedValue)> {
+        self.unmapped
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| {
+                let sum = per_cpu.iter().fold(UnmappedValue::default(), |mut a, v| {
+                    for d in 0..2 {
+                        a.bytes[d] = a.bytes[d].wrapping_add(v.bytes[d]);
+                        a.packets[d] = a.packets[d].wrapping_add(v.packets[d]);
+                    }
+                    a
+                });
+                (k, sum)
+            })
+            .collect()
+    }
+}
+
+fn key4(net: &Ipv4Net) -> (u32, [u8; 4]) {
+    (u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn key6(net: &Ipv6Net) -> (u32, [u8; 16]) {
+    (u32::from(net.prefix_len()), net.network().octets())
+}
+
+/// Human form of an unmapped key: "10.0.9.0/24" or "fd00:0:9::/48".
+pub fn unmapped_prefix(key: &UnmappedKey) -> String {
+    if key.family == 4 {
+        let a = Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]);
+        format!("{a}/{}", agent_common::UNMAPPED_V4_PREFIX)
+    } else {
+        format!("{}/{}", Ipv6Addr::from(key.addr), agent_common::UNMAPPED_V6_PREFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmapped_prefixes_render() {
+        assert_eq!(unmapped_prefix(&UnmappedKey::v4([10, 0, 9, 7])), "10.0.9.0/24");
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[5] = 9;
+        a[15] = 1;
+        assert_eq!(unmapped_prefix(&UnmappedKey::v6(a)), "fd00:0:9::/48");
+    }
+}

@@ -1,0 +1,11 @@
+//! Loading, attaching and talking to the kernel side.
+
+pub mod attach;
+pub mod load;
+pub mod maps;
+pub mod sizes;
+
+pub use attach::{AttachError, Attached, attach, attach_bench_baseline};
+pub use load::{LoadError, load};
+pub use maps::{KernelMaps, MapsError};
+pub use sizes::{MapSizes, map_sizes};

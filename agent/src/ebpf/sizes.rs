@@ -1,0 +1,56 @@
+//! Map capacities from config: one pure function, so the arithmetic is tested without a kernel.
+
+use crate::config::Limits;
+
+/// Slots and prefixes reserved for the catch-all ranges (internet, private, VPC, local).
+pub const RESERVED_SLOTS: u32 = 16;
+pub const RESERVED_PREFIXES_PER_FAMILY: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Highest usable slot + 1 (slot 0 is `SLOT_NO_MATCH`).
+    pub slots: u32,
+    /// Cells of the per-CPU counter array: one per slot and direction.
+    pub counter_cells: u32,
+    /// Prefixes per LPM trie (one trie per address family).
+    pub lpm_prefixes: u32,
+    pub unmapped_entries: u32,
+}
+
+pub fn map_sizes(limits: &Limits) -> MapSizes {
+    let slots = limits.max_subnets.saturating_add(RESERVED_SLOTS + 1);
+    MapSizes {
+        slots,
+        counter_cells: slots.saturating_mul(2),
+        lpm_prefixes: limits.max_subnets.saturating_add(RESERVED_PREFIXES_PER_FAMILY),
+        unmapped_entries: limits.unmapped_entries,
+    }
+}
+
+impl MapSizes {
+    /// Memory the preallocated per-CPU counters take, for the start-up log line.
+    pub fn counter_bytes(&self, cpus: u32) -> u64 {
+        u64::from(self.counter_cells) * 16 * u64::from(cpus)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subnet_and_catch_all_gets_two_cells() {
+        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024 });
+        assert_eq!(s.slots, 4096 + 17);
+        assert_eq!(s.counter_cells, (4096 + 17) * 2);
+        assert_eq!(s.lpm_prefixes, 4096 + 64);
+        assert_eq!(s.unmapped_entries, 1024);
+        assert_eq!(s.counter_bytes(2), u64::from(s.counter_cells) * 32);
+    }
+
+    #[test]
+    fn never_overflows() {
+        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1 });
+        assert_eq!(s.counter_cells, u32::MAX);
+    }
+}

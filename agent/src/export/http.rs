@@ -1,0 +1,92 @@
+//! A deliberately small HTTP/1.1 server for /metrics, /healthz and /readyz: bounded request
+//! size, bounded connections, a deadline per connection, `Connection: close`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+};
+
+use super::prometheus;
+use crate::snapshot::Snapshot;
+
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const MAX_CONNECTIONS: usize = 64;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` flips to true.
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("prometheus endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Over the limit the connection is closed at once rather than queued without bound.
+        let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
+        let snapshots = snapshots.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(DEADLINE, handle(stream, snapshots)).await;
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, snapshots: watch::Receiver<Arc<Snapshot>>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST_HEAD {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+        }
+    }
+    let line = buf.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let snap = snapshots.borrow().clone();
+    match path {
+        "/metrics" => respond(&mut stream, "200 OK", prometheus::CONTENT_TYPE, &prometheus::render(&snap)).await,
+        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        "/readyz" if snap.drains > 0 => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
+        "/readyz" => respond(&mut stream, "503 Service Unavailable", "text/plain", "no drain yet\n").await,
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

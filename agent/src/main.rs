@@ -1,0 +1,68 @@
+//! The `azflow` binary: command line, logging and exit codes only.
+
+use std::process::ExitCode;
+
+use azflow::{
+    EXIT_CONFIG,
+    commands::{self, run::RunError, topology::TopologyCmdError},
+    config::{Cli, Command},
+};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AZFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Topology(args) => match commands::topology::run(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(TopologyCmdError::Config(msg)) => config_error(&msg),
+            Err(e) => {
+                eprintln!("azflow: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            let cfg = match args.validate() {
+                Ok(c) => c,
+                Err(e) => return config_error(&e.to_string()),
+            };
+            block_on(commands::run::run(cfg))
+        }
+        Command::BenchBaseline { cgroup } => block_on(commands::bench_baseline::run(&cgroup)),
+    }
+}
+
+fn block_on(task: impl Future<Output = Result<(), RunError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("azflow: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(msg)) => config_error(&msg),
+        Err(e) => {
+            eprintln!("azflow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(msg: &str) -> ExitCode {
+    // One line per problem, each already naming its file/flag and the fix.
+    for line in msg.lines() {
+        eprintln!("azflow: {line}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}

@@ -1,0 +1,71 @@
+//! The immutable, cumulative view every exporter reads. The drain task builds one per cycle and
+//! publishes it; readers never touch a map or wait on I/O.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use agent_common::{Counter, Direction, KernelError, TrafficClass};
+
+/// Labels of one exported series (the source side is the host's own, in [`HostLabels`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    pub direction: Direction,
+    pub dst_zone: String,
+    pub dst_zone_id: String,
+    pub class: TrafficClass,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLabels {
+    pub zone: String,
+    pub zone_id: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmappedRow {
+    /// "10.0.9.0/24" or "fd00:0:9::/48".
+    pub prefix: String,
+    pub bytes: [u64; 2],
+    pub packets: [u64; 2],
+}
+
+impl UnmappedRow {
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes[0].saturating_add(self.bytes[1])
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub taken_at: Option<SystemTime>,
+    pub host: HostLabels,
+    /// Cumulative since the agent started.
+    pub flows: BTreeMap<FlowKey, Counter>,
+    /// Busiest unmapped destinations, at most the configured top-N.
+    pub unmapped_top: Vec<UnmappedRow>,
+    /// Distinct unmapped prefixes the kernel remembers now.
+    pub unmapped_tracked: u64,
+    /// Prefixes that entered the kernel's bounded list and were pushed out since (LRU).
+    pub unmapped_evicted: u64,
+    pub kernel_errors: Vec<(KernelError, u64)>,
+    pub drains: u64,
+    pub drain_failures: u64,
+    pub last_drain: Duration,
+    pub subnets: u64,
+    pub topology_generation: u32,
+    pub topology_loaded_at: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// Sum over flows matching a predicate (used by the console and by tests).
+    pub fn total(&self, pred: impl Fn(&FlowKey) -> bool) -> Counter {
+        self.flows.iter().filter(|(k, _)| pred(k)).fold(Counter::default(), |mut a, (_, c)| {
+            a.bytes = a.bytes.saturating_add(c.bytes);
+            a.packets = a.packets.saturating_add(c.packets);
+            a
+        })
+    }
+}

@@ -1,0 +1,669 @@
+//! From a [`Topology`] to the kernel's LPM tables: counter slots, zone indexes, and the prefix
+//! lists per address family. Pure: the map writes live in `ebpf::maps`.
+//!
+//! Slots are stable across refreshes for an unchanged key (a subnet's CIDR, or a catch-all
+//! bucket), so a counter keeps counting the same thing. A slot a refresh gives up is reused
+//! only from the refresh after, when no prefix in the kernel can point at it any more.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use agent_common::{SLOT_NO_MATCH, SubnetInfo, TrafficClass, ZONE_NONE};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{
+    model::Topology,
+    ranges::{CatchAll, catch_all_ranges},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelTableError {
+    #[error(
+        "the topology needs {needed} counter slots but only {usable} fit ({cooling} are held back \
+         for one refresh after their subnet went away); raise --max-subnets"
+    )]
+    SlotsExhausted {
+        needed: usize,
+        usable: u32,
+        cooling: usize,
+    },
+    #[error("the topology has more than {max} distinct zone IDs; check the topology source")]
+    ZonesExhausted { max: usize },
+    #[error(
+        "the topology has {prefixes} IPv{family} prefixes but the kernel table holds {capacity}; \
+         raise --max-subnets"
+    )]
+    TooManyPrefixes {
+        family: u8,
+        prefixes: usize,
+        capacity: u32,
+    },
+}
+
+/// What a slot is allocated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotKey {
+    /// Catch-alls sort first, so they take the lowest slots.
+    CatchAll(CatchAll),
+    Subnet(IpNet),
+}
+
+/// Hands out counter slots `1..max_slots` (0 is [`SLOT_NO_MATCH`]).
+#[derive(Debug, Clone)]
+pub struct SlotAllocator {
+    max_slots: u32,
+    assigned: BTreeMap<SlotKey, u32>,
+    /// Given up by the last refresh; reusable from the next one.
+    cooling: BTreeSet<u32>,
+    free: BTreeSet<u32>,
+    next: u32,
+}
+
+impl SlotAllocator {
+    /// `max_slots` is the highest usable slot + 1, i.e. `ebpf::MapSizes::slots`.
+    pub fn new(max_slots: u32) -> Self {
+        Self {
+            max_slots,
+            assigned: BTreeMap::new(),
+            cooling: BTreeSet::new(),
+            free: BTreeSet::new(),
+            next: SLOT_NO_MATCH + 1,
+        }
+    }
+
+    /// One refresh: `keys` are everything the new table needs. Unchanged keys keep their slot,
+    /// new keys take the lowest reusable slot, gone keys give theirs up (reusable next refresh).
+    /// On error nothing changes.
+    pub fn refresh(
+        &mut self,
+        keys: impl IntoIterator<Item = SlotKey>,
+    ) -> Result<BTreeMap<SlotKey, u32>, KernelTableError> {
+        let wanted: BTreeSet<SlotKey> = keys.into_iter().collect();
+        let mut next = self.clone();
+        next.free.append(&mut next.cooling);
+        let gone: Vec<SlotKey> = next
+            .assigned
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(slot) = next.assigned.remove(&key) {
+                next.cooling.insert(slot);
+            }
+        }
+        for key in &wanted {
+            if next.assigned.contains_key(key) {
+                continue;
+            }
+            let slot = match next.free.pop_first() {
+                Some(slot) => slot,
+                None if next.next < next.max_slots => {
+                    next.next += 1;
+                    next.next - 1
+                }
+                None => {
+                    return Err(KernelTableError::SlotsExhausted {
+                        needed: wanted.len(),
+                        usable: self.max_slots.saturating_sub(1),
+                        cooling: next.cooling.len(),
+                    });
+                }
+            };
+            next.assigned.insert(*key, slot);
+        }
+        *self = next;
+        Ok(self.assigned.clone())
+    }
+
+    pub fn slot(&self, key: &SlotKey) -> Option<u32> {
+        self.assigned.get(key).copied()
+    }
+}
+
+/// A `u16` index per distinct zone ID, stable for the life of the agent (RTT histograms are
+/// indexed by it). [`ZONE_NONE`] is never handed out.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneTable {
+    by_id: BTreeMap<String, u16>,
+    /// (zone ID, latest zone name), indexed by zone index.
+    zones: Vec<(String, String)>,
+}
+
+impl ZoneTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of `zone_id`, allocating one on first sight; remembers `zone` as its name.
+    pub fn index(&mut self, zone_id: &str, zone: &str) -> Result<u16, KernelTableError> {
+        if let Some(&idx) = self.by_id.get(zone_id) {
+            if let Some(entry) = self.zones.get_mut(usize::from(idx)) {
+                zone.clone_into(&mut entry.1);
+            }
+            return Ok(idx);
+        }
+        let idx = u16::try_from(self.zones.len())
+            .ok()
+            .filter(|&i| i != ZONE_NONE)
+            .ok_or(KernelTableError::ZonesExhausted {
+                max: usize::from(ZONE_NONE),
+            })?;
+        self.by_id.insert(zone_id.to_owned(), idx);
+        self.zones.push((zone_id.to_owned(), zone.to_owned()));
+        Ok(idx)
+    }
+
+    /// `(zone_id, zone)` of an index.
+    pub fn get(&self, idx: u16) -> Option<(&str, &str)> {
+        self.zones
+            .get(usize::from(idx))
+            .map(|(id, name)| (id.as_str(), name.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotKind {
+    Subnet,
+    CatchAll,
+}
+
+/// What user space attaches to a slot's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLabels {
+    /// The AZ name; for catch-alls the bucket's label ("internet", "unknown", "cross_vpc",
+    /// "local").
+    pub dst_zone: String,
+    /// The AZ ID; for catch-alls the same label as `dst_zone`.
+    pub dst_zone_id: String,
+    pub class: TrafficClass,
+    /// `None` for catch-alls.
+    pub subnet: Option<IpNet>,
+    pub kind: SlotKind,
+}
+
+/// The LPM tables to write, sorted by prefix, plus the labels of every slot they use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelTable {
+    pub v4: Vec<(Ipv4Net, SubnetInfo)>,
+    pub v6: Vec<(Ipv6Net, SubnetInfo)>,
+    pub slots: BTreeMap<u32, SlotLabels>,
+}
+
+impl KernelTable {
+    /// Every prefix of both families, IPv4 first.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, SubnetInfo)> + '_ {
+        let v4 = self.v4.iter().map(|(n, i)| (IpNet::V4(*n), *i));
+        v4.chain(self.v6.iter().map(|(n, i)| (IpNet::V6(*n), *i)))
+    }
+
+    /// Fails when a family has more prefixes than its trie holds (`ebpf::MapSizes::lpm_prefixes`).
+    pub fn check_capacity(&self, lpm_prefixes: u32) -> Result<(), KernelTableError> {
+        for (family, prefixes) in [(4, self.v4.len()), (6, self.v6.len())] {
+            if prefixes > lpm_prefixes as usize {
+                return Err(KernelTableError::TooManyPrefixes {
+                    family,
+                    prefixes,
+                    capacity: lpm_prefixes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the kernel table of `topology`: its subnets over the catch-all ranges; a subnet wins
+/// over a catch-all with the same prefix. One refresh of `slots`; on error neither `slots` nor
+/// `zones` change.
+pub fn build_kernel_table(
+    topology: &Topology,
+    slots: &mut SlotAllocator,
+    zones: &mut ZoneTable,
+) -> Result<KernelTable, KernelTableError> {
+    let mut by_net: BTreeMap<IpNet, SlotKey> = catch_all_ranges(topology.host())
+        .into_iter()
+        .map(|r| (r.net, SlotKey::CatchAll(r.catch_all)))
+        .collect();
+    for s in topology.subnets() {
+        by_net.insert(s.cidr, SlotKey::Subnet(s.cidr));
+    }
+
+    let mut new_slots = slots.clone();
+    let mut new_zones = zones.clone();
+    let assigned = new_slots.refresh(by_net.values().copied())?;
+    let mut labels = BTreeMap::new();
+    let mut infos = BTreeMap::new();
+    for (key, slot) in &assigned {
+        let (info, label) = match key {
+            SlotKey::CatchAll(c) => {
+                let info = SubnetInfo {
+                    slot: *slot,
+                    zone_idx: ZONE_NONE,
+                    class: c.class() as u8,
+                    flags: c.flags(),
+                };
+                let label = SlotLabels {
+                    dst_zone: c.label().to_owned(),
+                    dst_zone_id: c.label().to_owned(),
+                    class: c.class(),
+                    subnet: None,
+                    kind: SlotKind::CatchAll,
+                };
+                (info, label)
+            }
+            SlotKey::Subnet(cidr) => {
+                let Some(s) = topology.subnet(cidr) else {
+                    continue;
+                };
+                let class = topology.class_of_subnet(s);
+                let zone_idx = new_zones.index(&s.zone_id, &s.zone)?;
+                let info = SubnetInfo {
+                    slot: *slot,
+                    zone_idx,
+                    class: class as u8,
+                    flags: 0,
+                };
+                let label = SlotLabels {
+                    dst_zone: s.zone.clone(),
+                    dst_zone_id: s.zone_id.clone(),
+                    class,
+                    subnet: Some(s.cidr),
+                    kind: SlotKind::Subnet,
+                };
+                (info, label)
+            }
+        };
+        infos.insert(*key, info);
+        labels.insert(*slot, label);
+    }
+
+    let mut table = KernelTable {
+        slots: labels,
+        ..KernelTable::default()
+    };
+    for (net, key) in &by_net {
+        let Some(info) = infos.get(key).copied() else {
+            continue;
+        };
+        match net {
+            IpNet::V4(n) => table.v4.push((*n, info)),
+            IpNet::V6(n) => table.v6.push((*n, info)),
+        }
+    }
+    *slots = new_slots;
+    *zones = new_zones;
+    Ok(table)
+}
+
+/// Prefixes a refresh writes (new or changed), per family. Write these first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upserts {
+    pub v4: Vec<(Ipv4Net, SubnetInfo)>,
+    pub v6: Vec<(Ipv6Net, SubnetInfo)>,
+}
+
+/// Prefixes a refresh removes, per family. Delete these after the [`Upserts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletes {
+    pub v4: Vec<Ipv4Net>,
+    pub v6: Vec<Ipv6Net>,
+}
+
+impl Upserts {
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+impl Deletes {
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// What turns the kernel's `old` table into `new`: apply the upserts, then the deletes, so no
+/// address is ever without a prefix in between.
+pub fn diff(old: &KernelTable, new: &KernelTable) -> (Upserts, Deletes) {
+    let (v4_up, v4_del) = diff_family(&old.v4, &new.v4);
+    let (v6_up, v6_del) = diff_family(&old.v6, &new.v6);
+    (
+        Upserts {
+            v4: v4_up,
+            v6: v6_up,
+        },
+        Deletes {
+            v4: v4_del,
+            v6: v6_del,
+        },
+    )
+}
+
+type FamilyDiff<N> = (Vec<(N, SubnetInfo)>, Vec<N>);
+
+fn diff_family<N: Ord + Copy>(old: &[(N, SubnetInfo)], new: &[(N, SubnetInfo)]) -> FamilyDiff<N> {
+    let old_map: BTreeMap<N, SubnetInfo> = old.iter().copied().collect();
+    let new_map: BTreeMap<N, SubnetInfo> = new.iter().copied().collect();
+    let upserts = new_map
+        .iter()
+        .filter(|(net, info)| old_map.get(net) != Some(info))
+        .map(|(net, info)| (*net, *info))
+        .collect();
+    let deletes = old_map
+        .keys()
+        .filter(|net| !new_map.contains_key(net))
+        .copied()
+        .collect();
+    (upserts, deletes)
+}
+
+/// User-space longest-prefix match, as the kernel's LPM trie does it. `None` only when no
+/// prefix of the address's family matches (no catch-alls loaded).
+pub fn classify(table: &KernelTable, addr: IpAddr) -> Option<(IpNet, SubnetInfo)> {
+    match addr {
+        IpAddr::V4(a) => table
+            .v4
+            .iter()
+            .filter(|(n, _)| n.contains(&a))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(n, i)| (IpNet::V4(*n), *i)),
+        IpAddr::V6(a) => table
+            .v6
+            .iter()
+            .filter(|(n, _)| n.contains(&a))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(n, i)| (IpNet::V6(*n), *i)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::SUBNET_FLAG_UNMAPPED;
+
+    use super::*;
+    use crate::topology::model::{
+        Source,
+        tests::{host, net, subnet},
+    };
+
+    fn topo(vpc: &[&str], subnets: &[(&str, &str)]) -> Topology {
+        let subnets = subnets
+            .iter()
+            .map(|(c, z)| subnet(c, z, Source::StaticFile));
+        Topology::new(host("use1-az1", vpc), subnets)
+    }
+
+    fn class_at(t: &KernelTable, addr: &str) -> (String, TrafficClass, u8) {
+        let addr: IpAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let (prefix, info) = classify(t, addr).unwrap_or_else(|| panic!("{addr} unclassified"));
+        (
+            prefix.to_string(),
+            TrafficClass::from_u8(info.class),
+            info.flags,
+        )
+    }
+
+    #[test]
+    fn slots_start_at_one_and_are_stable_across_refreshes() {
+        let mut a = SlotAllocator::new(100);
+        let k = |s: &str| SlotKey::Subnet(net(s));
+        let first = a
+            .refresh([k("10.0.1.0/24"), k("10.0.2.0/24")])
+            .expect("fits");
+        assert_eq!(first.values().copied().collect::<Vec<_>>(), [1, 2]);
+        let second = a
+            .refresh([k("10.0.3.0/24"), k("10.0.2.0/24")])
+            .expect("fits");
+        assert_eq!(second[&k("10.0.2.0/24")], 2);
+        // Slot 1 was given up in this refresh: not reused until the next one.
+        assert_eq!(second[&k("10.0.3.0/24")], 3);
+        let third = a.refresh([k("10.0.3.0/24"), k("10.0.2.0/24"), k("10.0.4.0/24")]);
+        let third = third.expect("fits");
+        assert_eq!(third[&k("10.0.4.0/24")], 1);
+        assert_eq!(third[&k("10.0.3.0/24")], 3);
+        assert_eq!(a.slot(&k("10.0.1.0/24")), None);
+    }
+
+    #[test]
+    fn too_many_slots_is_a_clear_error_and_changes_nothing() {
+        let mut a = SlotAllocator::new(3); // slots 1 and 2
+        let k = |s: &str| SlotKey::Subnet(net(s));
+        a.refresh([k("10.0.1.0/24"), k("10.0.2.0/24")])
+            .expect("fits");
+        let e = a
+            .refresh([k("10.0.1.0/24"), k("10.0.3.0/24")])
+            .expect_err("2 is cooling");
+        assert_eq!(
+            e,
+            KernelTableError::SlotsExhausted {
+                needed: 2,
+                usable: 2,
+                cooling: 1
+            }
+        );
+        assert!(e.to_string().contains("raise --max-subnets"), "{e}");
+        assert_eq!(
+            a.slot(&k("10.0.2.0/24")),
+            Some(2),
+            "unchanged after the error"
+        );
+        let e = a.refresh([k("10.0.1.0/24"), k("10.0.2.0/24"), k("10.0.3.0/24")]);
+        assert!(
+            matches!(e, Err(KernelTableError::SlotsExhausted { needed: 3, .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn zone_indexes_are_stable_and_never_zone_none() {
+        let mut z = ZoneTable::new();
+        assert_eq!(z.index("use1-az1", "us-east-1a"), Ok(0));
+        assert_eq!(z.index("use1-az2", "us-east-1b"), Ok(1));
+        assert_eq!(z.index("use1-az1", "us-east-1a"), Ok(0));
+        assert_eq!(z.get(1), Some(("use1-az2", "us-east-1b")));
+        let mut full = ZoneTable::new();
+        for i in 0..usize::from(ZONE_NONE) {
+            full.index(&format!("z{i}"), "n").expect("fits");
+        }
+        assert!(matches!(
+            full.index("one-more", "n"),
+            Err(KernelTableError::ZonesExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn most_specific_prefix_wins() {
+        let t = topo(
+            &["10.0.0.0/16", "2600:1f18:1::/56"],
+            &[
+                ("10.0.1.0/24", "use1-az1"),
+                ("10.0.2.0/24", "use1-az2"),
+                ("2600:1f18:1:1::/64", "use1-az2"),
+            ],
+        );
+        let kt = build_kernel_table(&t, &mut SlotAllocator::new(100), &mut ZoneTable::new())
+            .expect("builds");
+        let u = SUBNET_FLAG_UNMAPPED;
+        assert_eq!(
+            class_at(&kt, "10.0.1.9"),
+            ("10.0.1.0/24".into(), TrafficClass::SameAz, 0)
+        );
+        assert_eq!(
+            class_at(&kt, "10.0.2.9"),
+            ("10.0.2.0/24".into(), TrafficClass::CrossAz, 0)
+        );
+        assert_eq!(
+            class_at(&kt, "10.0.9.9"),
+            ("10.0.0.0/16".into(), TrafficClass::Unknown, u)
+        );
+        assert_eq!(
+            class_at(&kt, "10.1.0.1"),
+            ("10.0.0.0/8".into(), TrafficClass::CrossVpc, u)
+        );
+        assert_eq!(
+            class_at(&kt, "8.8.8.8"),
+            ("0.0.0.0/0".into(), TrafficClass::Internet, u)
+        );
+        assert_eq!(
+            class_at(&kt, "127.0.0.1"),
+            ("127.0.0.0/8".into(), TrafficClass::Unknown, 0)
+        );
+        assert_eq!(class_at(&kt, "169.254.169.254").2, 0);
+        assert_eq!(class_at(&kt, "2600:1f18:1:1::5").1, TrafficClass::CrossAz);
+        assert_eq!(class_at(&kt, "2600:1f18:1:2::5").1, TrafficClass::Unknown);
+        assert_eq!(class_at(&kt, "2a00::1").1, TrafficClass::Internet);
+        assert_eq!(
+            class_at(&kt, "::1"),
+            ("::1/128".into(), TrafficClass::Unknown, 0)
+        );
+        assert_eq!(class_at(&kt, "fd12::1").1, TrafficClass::CrossVpc);
+    }
+
+    #[test]
+    fn catch_alls_share_one_slot_per_bucket_and_subnets_get_zones() {
+        let t = topo(
+            &["10.0.0.0/16"],
+            &[("10.0.1.0/24", "use1-az1"), ("fd00:1::/64", "use1-az2")],
+        );
+        let kt = build_kernel_table(&t, &mut SlotAllocator::new(100), &mut ZoneTable::new())
+            .expect("builds");
+        let slot_of = |addr: &str| classify(&kt, addr.parse().expect("addr")).expect("hit").1;
+        assert_eq!(
+            slot_of("8.8.8.8").slot,
+            slot_of("2a00::1").slot,
+            "one internet slot"
+        );
+        assert_eq!(
+            slot_of("172.16.0.1").slot,
+            slot_of("fd99::1").slot,
+            "one cross_vpc slot"
+        );
+        assert_eq!(
+            slot_of("127.0.0.1").slot,
+            slot_of("fe80::1").slot,
+            "one local slot"
+        );
+        assert_eq!(slot_of("8.8.8.8").zone_idx, ZONE_NONE);
+        assert_ne!(slot_of("10.0.1.1").zone_idx, slot_of("fd00:1::1").zone_idx);
+        // 4 catch-all buckets + 2 subnets, all labelled.
+        assert_eq!(kt.slots.len(), 6);
+        assert!(kt.slots.keys().all(|&s| s != SLOT_NO_MATCH));
+        let internet = &kt.slots[&slot_of("8.8.8.8").slot];
+        assert_eq!(
+            (internet.dst_zone.as_str(), internet.kind),
+            ("internet", SlotKind::CatchAll)
+        );
+        assert_eq!(internet.subnet, None);
+        let local = &kt.slots[&slot_of("127.0.0.1").slot];
+        assert_eq!(
+            (local.dst_zone_id.as_str(), local.class),
+            ("local", TrafficClass::Unknown)
+        );
+        let sub = &kt.slots[&slot_of("10.0.1.1").slot];
+        assert_eq!(sub.subnet, Some(net("10.0.1.0/24")));
+        assert_eq!(
+            (sub.dst_zone_id.as_str(), sub.class),
+            ("use1-az1", TrafficClass::SameAz)
+        );
+    }
+
+    #[test]
+    fn a_subnet_equal_to_a_catch_all_prefix_replaces_it() {
+        let t = topo(&["10.0.0.0/16"], &[("10.0.0.0/16", "use1-az2")]);
+        let kt = build_kernel_table(&t, &mut SlotAllocator::new(100), &mut ZoneTable::new())
+            .expect("builds");
+        assert_eq!(
+            kt.v4
+                .iter()
+                .filter(|(n, _)| n.to_string() == "10.0.0.0/16")
+                .count(),
+            1
+        );
+        assert_eq!(
+            class_at(&kt, "10.0.5.5"),
+            ("10.0.0.0/16".into(), TrafficClass::CrossAz, 0)
+        );
+    }
+
+    #[test]
+    fn refresh_keeps_slots_and_diff_upserts_before_deleting() {
+        let mut slots = SlotAllocator::new(100);
+        let mut zones = ZoneTable::new();
+        let old_t = topo(
+            &["10.0.0.0/16"],
+            &[("10.0.1.0/24", "use1-az1"), ("10.0.2.0/24", "use1-az2")],
+        );
+        let old = build_kernel_table(&old_t, &mut slots, &mut zones).expect("builds");
+        let new_t = topo(
+            &["10.0.0.0/16"],
+            &[("10.0.2.0/24", "use1-az3"), ("10.0.3.0/24", "use1-az1")],
+        );
+        let new = build_kernel_table(&new_t, &mut slots, &mut zones).expect("builds");
+        let info = |t: &KernelTable, s: &str| {
+            t.v4.iter()
+                .find(|(n, _)| n.to_string() == s)
+                .map(|(_, i)| *i)
+                .expect("present")
+        };
+        assert_eq!(
+            info(&old, "10.0.2.0/24").slot,
+            info(&new, "10.0.2.0/24").slot
+        );
+        assert_eq!(info(&old, "0.0.0.0/0").slot, info(&new, "0.0.0.0/0").slot);
+        assert_ne!(
+            info(&new, "10.0.3.0/24").slot,
+            info(&old, "10.0.1.0/24").slot
+        );
+
+        let (up, del) = diff(&old, &new);
+        let up4: Vec<String> = up.v4.iter().map(|(n, _)| n.to_string()).collect();
+        // 10.0.2.0/24 changed zone (same slot, new zone index); 10.0.3.0/24 is new.
+        assert_eq!(up4, ["10.0.2.0/24", "10.0.3.0/24"]);
+        assert_eq!(
+            del.v4,
+            [net("10.0.1.0/24")].map(|n| match n {
+                IpNet::V4(n) => n,
+                IpNet::V6(_) => panic!("v4"),
+            })
+        );
+        assert!(up.v6.is_empty() && del.v6.is_empty());
+        let (up, del) = diff(&new, &new);
+        assert!(up.is_empty() && del.is_empty());
+    }
+
+    #[test]
+    fn capacity_is_checked_per_family() {
+        let t = topo(&[], &[("10.0.1.0/24", "use1-az1")]);
+        let kt = build_kernel_table(&t, &mut SlotAllocator::new(100), &mut ZoneTable::new())
+            .expect("builds");
+        assert_eq!(kt.check_capacity(kt.v4.len() as u32), Ok(()));
+        let e = kt.check_capacity(3).expect_err("too small");
+        assert!(
+            matches!(e, KernelTableError::TooManyPrefixes { family: 4, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_build_changes_neither_allocator() {
+        let t = topo(
+            &[],
+            &[("10.0.1.0/24", "use1-az1"), ("10.0.2.0/24", "use1-az2")],
+        );
+        let mut slots = SlotAllocator::new(4); // 3 slots, the table needs 4 catch-alls' worth
+        let mut zones = ZoneTable::new();
+        let e = build_kernel_table(&t, &mut slots, &mut zones).expect_err("too small");
+        assert!(matches!(e, KernelTableError::SlotsExhausted { .. }), "{e}");
+        assert!(zones.is_empty());
+        assert_eq!(slots.slot(&SlotKey::CatchAll(CatchAll::Internet)), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! Developer tasks: `cargo xtask setup | build | run | test | bench | demo`.
+
+mod bench;
+mod toolchain;
+
+use std::{os::unix::process::CommandExt as _, path::PathBuf};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned toolchains, bpf-linker and the test tools (idempotent).
+    Setup,
+    /// Build the agent (release), setting up first when a piece is missing.
+    Build,
+    /// Build and run the agent on this host with embedded defaults (needs root).
+    Run {
+        /// Arguments passed to `azflow run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test (the eBPF ones need root; AZFLOW_REQUIRE_EBPF=1 makes a skip a failure).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure the cost of counting against no agent and an empty program (root).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => toolchain::setup(),
+        Task::Build => build(),
+        Task::Run { args } => {
+            build()?;
+            let bin = workspace_root().join("target/release/azflow");
+            let err = std::process::Command::new(&bin).arg("run").args(&args).exec();
+            bail!("starting {}: {err}", bin.display())
+        }
+        Task::Test { args } => test(&args),
+        Task::Bench(args) => {
+            build()?;
+            bench::bench(&args, &workspace_root().join("target/release/azflow"))
+        }
+    }
+}
+
+fn ensure_setup() -> Result<()> {
+    if !toolchain::build_ready() {
+        println!("xtask: a build prerequisite is missing; running `cargo xtask setup` first");
+        toolchain::setup()?;
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    ensure_setup()?;
+    toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow"]))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    toolchain::setup()?;
+    toolchain::run(
+        toolchain::cargo()
+            .current_dir(workspace_root())
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra),
+    )
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
