@@ -89,7 +89,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     tracing::info!(
         cgroup = %attached.cgroup,
         subnets = plan.topology.subnets().len(),
-        prometheus = ?local,
+        prometheus = %local.map_or_else(|| "off".to_string(), |a| a.to_string()),
         "azflow attached and counting"
     );
     let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), stop_rx.clone())));

@@ -1,0 +1,241 @@
+//! `azflow topology --topology FILE`: every malformed file exits 78 (EX_CONFIG) naming
+//! `file:line:column: field:`, and the example file prints every subnet.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const EX_CONFIG: i32 = 78;
+
+const HOST: &str =
+    "[host]\nregion = \"us-east-1\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n";
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topology.toml")
+}
+
+/// A fresh directory for this test's files.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("azflow-topology-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+fn azflow_topology(file: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_azflow"))
+        .arg("topology")
+        .arg("--topology")
+        .arg(file)
+        .args(extra)
+        .env_remove("AZFLOW_TOPOLOGY")
+        .output()
+        .unwrap_or_else(|e| panic!("running azflow: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `content` to `<dir>/<name>.toml`, runs the command on it, and checks exit code 78 and
+/// that stderr holds `<file>:<where>` (where = "LINE:COL: FIELD:").
+fn assert_rejected(dir: &Path, name: &str, content: &str, expected: &str) {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, content).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let out = azflow_topology(&file, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(EX_CONFIG),
+        "{name}: stderr:\n{stderr}"
+    );
+    let needle = format!("{}:{expected}", file.display());
+    assert!(
+        stderr.contains(&needle),
+        "{name}: expected {needle:?} in stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn malformed_files_exit_78_and_name_file_line_column_and_field() {
+    let dir = temp_dir("malformed");
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "bad_cidr",
+            format!(
+                "{HOST}[[subnet]]\ncidr = \"10.0.1.0/33\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"
+            ),
+            "6:8: subnet[0].cidr: \"10.0.1.0/33\" is not a valid CIDR (prefix length 33 > 32)",
+        ),
+        (
+            "host_bits",
+            format!(
+                "{HOST}[[subnet]]\ncidr = \"10.0.1.5/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"
+            ),
+            "6:8: subnet[0].cidr: \"10.0.1.5/24\" has host bits set; write the network address: 10.0.1.0/24",
+        ),
+        (
+            "unknown_field",
+            format!(
+                "{HOST}[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\nzoneid = \"x\"\n"
+            ),
+            "9:1: subnet[0].zoneid: unknown field \"zoneid\"",
+        ),
+        (
+            "unknown_top_level_field",
+            format!("{HOST}\n[defaults]\nzone = \"us-east-1a\"\n"),
+            "6:2: defaults: unknown field \"defaults\"",
+        ),
+        (
+            "missing_zone_id",
+            format!("{HOST}[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\n"),
+            "5:1: subnet[0].zone_id: missing",
+        ),
+        (
+            "missing_zone",
+            format!("{HOST}[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone_id = \"use1-az1\"\n"),
+            "5:1: subnet[0].zone: missing",
+        ),
+        (
+            "missing_host_zone_id",
+            "[host]\nzone = \"us-east-1a\"\n".to_owned(),
+            "1:1: host.zone_id: missing",
+        ),
+        (
+            "missing_host",
+            "[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"
+                .to_owned(),
+            "1:1: host: missing",
+        ),
+        (
+            "duplicate_cidr",
+            format!(
+                "{HOST}[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n\
+                 [[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"
+            ),
+            "10:8: subnet[1].cidr: 10.0.1.0/24 is listed twice: here (line 10) and in subnet[0] (line 6)",
+        ),
+        (
+            "conflicting_az",
+            format!(
+                "{HOST}[[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n\
+                 [[subnet]]\ncidr = \"10.0.1.0/24\"\nzone = \"us-east-1b\"\nzone_id = \"use1-az2\"\n"
+            ),
+            "10:8: subnet[1].cidr: 10.0.1.0/24 is in use1-az2 here (line 10) but in use1-az1 in subnet[0] (line 6)",
+        ),
+        (
+            "wrong_type",
+            format!("{HOST}[[subnet]]\ncidr = 10\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"),
+            "6:8: subnet[0].cidr: expected a string, found an integer",
+        ),
+        (
+            "subnet_as_table",
+            format!("{HOST}[subnet]\ncidr = \"10.0.1.0/24\"\n"),
+            "5:1: subnet: expected an array of tables, found a table",
+        ),
+        (
+            "empty_zone_id",
+            "[host]\nzone = \"us-east-1a\"\nzone_id = \"  \"\n".to_owned(),
+            "3:11: host.zone_id: AZ ID is empty",
+        ),
+        (
+            "syntax_unquoted_cidr",
+            format!(
+                "{HOST}[[subnet]]\ncidr = 10.0.1.0/24\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n"
+            ),
+            "6:12: subnet[0].cidr: TOML syntax error:",
+        ),
+        (
+            "syntax_unterminated_string",
+            "[host]\nzone = \"us-east-1a\nzone_id = \"use1-az1\"\n".to_owned(),
+            "2:19: host.zone: TOML syntax error:",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        assert_rejected(&dir, name, content, expected);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let dir = temp_dir("every");
+    let file = dir.join("many.toml");
+    let content = "[host]\nzone = \"us-east-1a\"\nzone_id = \"\"\ncolour = \"blue\"\n\n\
+                   [[subnet]]\ncidr = \"10.0.1.0/33\"\nzone_id = \"use1-az2\"\n";
+    std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+    let out = azflow_topology(&file, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
+    for at in [
+        "3:11: host.zone_id:",
+        "4:1: host.colour:",
+        "6:1: subnet[0].zone:",
+        "7:8: subnet[0].cidr:",
+    ] {
+        let needle = format!("{}:{at}", file.display());
+        assert!(
+            stderr.contains(&needle),
+            "expected {needle:?} in:\n{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreadable_file_exits_78() {
+    let file = temp_dir("unreadable").join("does-not-exist.toml");
+    let out = azflow_topology(&file, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
+/// The `cidr = "…"` values of the example file.
+fn example_cidrs() -> Vec<String> {
+    let content = std::fs::read_to_string(example()).unwrap_or_else(|e| panic!("{e}"));
+    let cidrs: Vec<String> = content
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("cidr = \""))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        cidrs.len() >= 6,
+        "the example should list subnets: {cidrs:?}"
+    );
+    cidrs
+}
+
+#[test]
+fn the_example_file_lists_every_subnet() {
+    let out = azflow_topology(&example(), &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    assert!(stdout.contains("use1-az1"), "{stdout}");
+    for cidr in example_cidrs() {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(cidr.as_str())),
+            "{cidr} missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_example_file_as_json_lists_every_subnet() {
+    let out = azflow_topology(&example(), &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(&out.stdout)));
+    assert_eq!(v["host"]["zone_id"], "use1-az1");
+    let prefixes = v["prefixes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no prefixes: {v}"));
+    for cidr in example_cidrs() {
+        let row = prefixes.iter().find(|p| p["prefix"] == cidr.as_str());
+        let row = row.unwrap_or_else(|| panic!("{cidr} missing from JSON"));
+        assert_eq!(row["source"], "file", "{row}");
+    }
+}

@@ -1,0 +1,288 @@
+//! TCP server (bulk sink and echo) and the bulk and request/response clients.
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{emit, io_err, secs};
+use crate::protocol::{
+    BulkReport, CONFIRMATION_LEN, ConnectionSummary, HEADER_LEN, Header, Listening, Mode, Report,
+    RrReport, RttStats, ServerDone,
+};
+
+const READ_BUF: usize = 256 << 10;
+
+/// Accepts `connections` connections (each handled on its own thread), then prints the summary.
+pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<(), String> {
+    let listener = TcpListener::bind(bind).map_err(io_err(format!("binding TCP {bind}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("reading the bound address"))?;
+    emit(&Report::Listening(Listening {
+        proto: "tcp".into(),
+        addr,
+    }))?;
+    let deadline = Instant::now() + timeout;
+    let mut workers = Vec::new();
+    for n in 0..connections {
+        let (stream, peer) = accept_before(&listener, deadline).map_err(|e| {
+            format!(
+                "accepting connection {} of {connections} on {addr}: {e}",
+                n + 1
+            )
+        })?;
+        workers.push(thread::spawn(move || {
+            handle(stream, peer, timeout).map_err(|e| format!("connection from {peer}: {e}"))
+        }));
+    }
+    let mut summaries = Vec::new();
+    let mut errors = Vec::new();
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(summary)) => summaries.push(summary),
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push("a connection thread panicked".to_owned()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    emit(&Report::ServerDone(ServerDone {
+        proto: "tcp".into(),
+        addr,
+        bytes_received: summaries.iter().map(|s| s.bytes_received).sum(),
+        bytes_sent: summaries.iter().map(|s| s.bytes_sent).sum(),
+        connections: summaries,
+        datagrams: 0,
+    }))
+}
+
+/// Waits for a connection until `deadline` (poll on the listening socket, then accept).
+fn accept_before(
+    listener: &TcpListener,
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), String> {
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err("timed out waiting for a connection".into());
+        }
+        let ms = i32::try_from(remaining.as_millis().max(1)).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        if n > 0 {
+            return listener.accept().map_err(|e| format!("accept: {e}"));
+        }
+    }
+}
+
+fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Result<ConnectionSummary, String> {
+    set_timeouts(&stream, timeout)?;
+    let mut header = [0u8; HEADER_LEN];
+    stream
+        .read_exact(&mut header)
+        .map_err(io_err("reading the header"))?;
+    let Header(mode) = Header::decode(header)?;
+    let mut summary = ConnectionSummary {
+        peer,
+        mode: String::new(),
+        bytes_received: HEADER_LEN as u64,
+        bytes_sent: 0,
+        messages: 0,
+    };
+    match mode {
+        Mode::Bulk => {
+            summary.mode = "bulk".into();
+            let mut buf = vec![0u8; READ_BUF];
+            let mut payload = 0u64;
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => payload += n as u64,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("after {payload} payload bytes: {e}")),
+                }
+            }
+            summary.bytes_received += payload;
+            stream
+                .write_all(&payload.to_be_bytes())
+                .map_err(io_err("sending the confirmation"))?;
+            summary.bytes_sent = CONFIRMATION_LEN as u64;
+        }
+        Mode::Echo { size } => {
+            summary.mode = "echo".into();
+            stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
+            let size = usize::try_from(size).map_err(|_| "message size too large")?;
+            let mut buf = vec![0u8; size];
+            loop {
+                // A clean end is EOF at a message boundary.
+                let first = match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("after {} messages: {e}", summary.messages)),
+                };
+                stream
+                    .read_exact(&mut buf[first..])
+                    .map_err(|e| format!("inside message {}: {e}", summary.messages + 1))?;
+                stream
+                    .write_all(&buf)
+                    .map_err(io_err(format!("echoing message {}", summary.messages + 1)))?;
+                summary.messages += 1;
+                summary.bytes_received += size as u64;
+                summary.bytes_sent += size as u64;
+            }
+        }
+    }
+    // Best effort: the client may already have closed.
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(summary)
+}
+
+fn set_timeouts(stream: &TcpStream, timeout: Duration) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(io_err("setting socket timeouts"))
+}
+
+fn connect(to: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let stream =
+        TcpStream::connect_timeout(&to, timeout).map_err(io_err(format!("connecting to {to}")))?;
+    set_timeouts(&stream, timeout)?;
+    Ok(stream)
+}
+
+/// A recognisable, non-constant payload pattern.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Reads until EOF and fails if any byte arrives.
+fn expect_eof(stream: &mut TcpStream) -> Result<(), String> {
+    let mut extra = [0u8; 64];
+    match stream.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(n) => Err(format!("server sent {n} unexpected bytes")),
+        Err(e) => Err(format!("waiting for the server to close: {e}")),
+    }
+}
+
+/// Sends `bytes` payload bytes after a bulk header and checks the server's confirmation.
+pub fn bulk(
+    to: SocketAddr,
+    bytes: u64,
+    chunk: usize,
+    timeout: Duration,
+) -> Result<BulkReport, String> {
+    let mut stream = connect(to, timeout)?;
+    let local = stream.local_addr().map_err(io_err("local address"))?;
+    let start = Instant::now();
+    stream
+        .write_all(&Header(Mode::Bulk).encode())
+        .map_err(io_err("sending the header"))?;
+    let buf = pattern(chunk);
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        stream
+            .write_all(&buf[..n])
+            .map_err(|e| format!("sending after {} bytes: {e}", bytes - left))?;
+        left -= n as u64;
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(io_err("shutting down the sending side"))?;
+    let mut confirmation = [0u8; CONFIRMATION_LEN];
+    stream
+        .read_exact(&mut confirmation)
+        .map_err(io_err("reading the server's confirmation"))?;
+    expect_eof(&mut stream)?;
+    let elapsed = start.elapsed();
+    let confirmed = u64::from_be_bytes(confirmation);
+    if confirmed != bytes {
+        return Err(format!(
+            "server confirmed {confirmed} payload bytes, sent {bytes}"
+        ));
+    }
+    Ok(BulkReport {
+        local,
+        peer: to,
+        payload_bytes: bytes,
+        bytes_sent: bytes + HEADER_LEN as u64,
+        bytes_received: CONFIRMATION_LEN as u64,
+        confirmed_bytes: confirmed,
+        elapsed_secs: secs(elapsed),
+        goodput_bits_per_sec: bytes as f64 * 8.0 / secs(elapsed),
+    })
+}
+
+/// `count` request/response round trips of `size` bytes each, with TCP_NODELAY; checks every echo.
+pub fn rr(to: SocketAddr, count: u64, size: u32, timeout: Duration) -> Result<RrReport, String> {
+    if size == 0 {
+        return Err("--size must be positive".into());
+    }
+    let size_usize = usize::try_from(size).map_err(|_| "--size too large")?;
+    let mut stream = connect(to, timeout)?;
+    stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
+    let local = stream.local_addr().map_err(io_err("local address"))?;
+    let start = Instant::now();
+    stream
+        .write_all(&Header(Mode::Echo { size }).encode())
+        .map_err(io_err("sending the header"))?;
+    let mut request = pattern(size_usize);
+    let mut response = vec![0u8; size_usize];
+    let mut rtts = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for i in 0..count {
+        // Number the messages so a stale or misordered echo is caught.
+        let stamp = i.to_be_bytes();
+        let k = stamp.len().min(size_usize);
+        request[..k].copy_from_slice(&stamp[stamp.len() - k..]);
+        let t = Instant::now();
+        stream
+            .write_all(&request)
+            .map_err(|e| format!("sending request {}: {e}", i + 1))?;
+        stream
+            .read_exact(&mut response)
+            .map_err(|e| format!("reading response {}: {e}", i + 1))?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        if response != request {
+            return Err(format!("response {} differs from its request", i + 1));
+        }
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(io_err("shutting down the sending side"))?;
+    expect_eof(&mut stream)?;
+    let elapsed = start.elapsed();
+    Ok(RrReport {
+        local,
+        peer: to,
+        count,
+        size: u64::from(size),
+        bytes_sent: HEADER_LEN as u64 + count * u64::from(size),
+        bytes_received: count * u64::from(size),
+        elapsed_secs: secs(elapsed),
+        rtt_us: RttStats::from_samples(&mut rtts),
+    })
+}
