@@ -239,3 +239,41 @@ fn the_example_file_as_json_lists_every_subnet() {
         assert_eq!(row["source"], "file", "{row}");
     }
 }
+
+#[test]
+fn ebpf_run_with_a_bad_file_exits_78_and_attaches_nothing() {
+    if azflow_tests::require_root_or_skip().is_none() {
+        return;
+    }
+    let dir = temp_dir("run");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[host]\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n[[subnet]]\ncidr = \"10.0.1.0/33\"\nzone = \"us-east-1a\"\nzone_id = \"use1-az1\"\n")
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    struct Cgroup(PathBuf);
+    impl Drop for Cgroup {
+        fn drop(&mut self) {
+            let _ = azflow_tests::cgroup::remove(&self.0, std::time::Duration::from_secs(5));
+        }
+    }
+    let root = azflow_tests::cgroup::cgroup2_root().unwrap_or_else(|e| panic!("cgroup2 root: {e:#}"));
+    let cgroup = Cgroup(root.join(format!("azft-run78-{}", std::process::id())));
+    std::fs::create_dir_all(&cgroup.0).unwrap_or_else(|e| panic!("creating {}: {e}", cgroup.0.display()));
+    let out = Command::new(env!("CARGO_BIN_EXE_azflow"))
+        .args(["run", "--prometheus", "off", "--console", "never", "--cgroup"])
+        .arg(&cgroup.0)
+        .arg("--topology")
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("running azflow: {e}"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("{}:5:8: subnet[0].cidr:", file.display())), "stderr:\n{stderr}");
+    // Independent check with bpftool: no program of any kind on the cgroup.
+    let shown = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(&cgroup.0)
+        .output()
+        .unwrap_or_else(|e| panic!("running bpftool: {e}"));
+    let listing = text(&shown.stdout);
+    assert!(shown.status.success() && !listing.contains("azflow"), "bpftool cgroup show: {listing}");
+}

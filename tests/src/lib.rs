@@ -33,6 +33,7 @@ pub mod protocol;
 mod skip;
 mod sweep;
 pub mod tool;
+mod topology;
 mod traffic;
 
 pub use addressing::{Family, Zone};
@@ -41,6 +42,7 @@ pub use counters::{ETHERNET_HEADER_LEN, IfCounters, TcpCounters};
 pub use host::{HOST_IFACE, Host};
 pub use skip::{Privileged, REQUIRE_ENV, check_environment, require_root_or_skip};
 pub use sweep::{SweepReport, sweep_stale_beds};
+pub use topology::zone_labels;
 pub use traffic::{BulkRun, RrRun, TRAFFIC_BIN_ENV, TrafficServer, UdpRun, locate_binary};
 
 /// MTU of every link in the bed.

@@ -20,10 +20,10 @@ use crate::toolchain::{capture, run};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Repetitions of every arm.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub reps: usize,
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub seconds: u32,
     /// Where the JSON and markdown reports go.
     #[arg(long, default_value = "bench-out")]
@@ -180,7 +180,7 @@ fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>
     };
     let pid = agent_proc.as_ref().map(Child::id);
     let cpu_before = pid.and_then(cpu_ticks);
-    let stats_before = pid.map(prog_stats).transpose()?;
+    let stats_before = pid.map(|_| prog_stats(&stage.cgroup)).transpose()?;
     let started = Instant::now();
 
     let bulk_gbps = iperf(stage, &stage.bulk_ns, secs)?;
@@ -189,8 +189,8 @@ fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>
 
     let wall = started.elapsed().as_secs_f64();
     let ns_per_run = match (pid, stats_before) {
-        (Some(p), Some(before)) => {
-            let after = prog_stats(p)?;
+        (Some(_), Some(before)) => {
+            let after = prog_stats(&stage.cgroup)?;
             let (t, n) = (after.0 - before.0, after.1 - before.1);
             (n > 0).then(|| t as f64 / n as f64)
         }
@@ -290,17 +290,18 @@ fn sockperf(stage: &Stage, secs: u32) -> Result<f64> {
     }
 }
 
-/// (run_time_ns, run_cnt) summed over the cgroup_skb programs the process owns.
-fn prog_stats(pid: u32) -> Result<(u64, u64)> {
+/// (run_time_ns, run_cnt) summed over the programs attached to the bench cgroup (the agent
+/// holds them through links, not fds, so `pids` cannot find them).
+fn prog_stats(cgroup: &Path) -> Result<(u64, u64)> {
+    let attached = capture(Command::new("bpftool").args(["-j", "cgroup", "show"]).arg(cgroup))?;
+    let attached: Vec<Value> = if attached.trim().is_empty() { Vec::new() } else { serde_json::from_str(&attached).context("bpftool cgroup JSON")? };
+    let ids: Vec<u64> = attached.iter().filter_map(|p| p["id"].as_u64()).collect();
     let out = capture(Command::new("bpftool").args(["-j", "prog", "show"]))?;
     let progs: Vec<Value> = serde_json::from_str(&out).context("bpftool JSON")?;
     let mut sum = (0, 0);
-    for p in progs {
-        let owned = p["pids"].as_array().is_some_and(|a| a.iter().any(|x| x["pid"].as_u64() == Some(u64::from(pid))));
-        if owned && p["type"] == "cgroup_skb" {
-            sum.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            sum.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
+    for p in progs.iter().filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id))) {
+        sum.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+        sum.1 += p["run_cnt"].as_u64().unwrap_or(0);
     }
     Ok(sum)
 }

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | build | run | test | bench | demo`.
 
 mod bench;
+mod demo;
 mod toolchain;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
@@ -35,6 +36,8 @@ enum Task {
     },
     /// Measure the cost of counting against no agent and an empty program (root).
     Bench(bench::BenchArgs),
+    /// Three-AZ test bed, traffic between its hosts, the agent's live table (root).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +55,11 @@ fn main() -> Result<()> {
             build()?;
             bench::bench(&args, &workspace_root().join("target/release/azflow"))
         }
+        Task::Demo(args) => {
+            build()?;
+            let release = workspace_root().join("target/release");
+            demo::demo(&args, &release.join("azflow"), &release.join("azflow-traffic"))
+        }
     }
 }
 
@@ -65,7 +73,7 @@ fn ensure_setup() -> Result<()> {
 
 fn build() -> Result<()> {
     ensure_setup()?;
-    toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow"]))
+    toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow", "-p", "azflow-tests", "--bins"]))
 }
 
 fn test(extra: &[String]) -> Result<()> {
@@ -73,7 +81,7 @@ fn test(extra: &[String]) -> Result<()> {
     toolchain::run(
         toolchain::cargo()
             .current_dir(workspace_root())
-            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(["test", "--no-fail-fast"]) // default-members: every crate but the eBPF one
             .args(extra),
     )
 }

@@ -109,6 +109,7 @@ pub fn load_file(path: &Path) -> Result<Topology, TopologyFileError> {
 pub fn parse_str(text: &str, path: &Path) -> Result<Topology, TopologyFileError> {
     let mut c = Checker {
         text,
+        line_starts: line_starts(text),
         problems: Vec::new(),
     };
     let topology = c.document();
@@ -162,6 +163,9 @@ impl Fields<'_, '_> {
 
 struct Checker<'t> {
     text: &'t str,
+    /// Byte offset where each line starts, so a position costs a binary search, not a scan
+    /// (files with 100k subnets exist).
+    line_starts: Vec<usize>,
     problems: Vec<Problem>,
 }
 
@@ -172,7 +176,7 @@ impl Checker<'_> {
         field: impl Into<String>,
         message: impl Into<String>,
     ) {
-        let (line, column) = position(self.text, span.start);
+        let (line, column) = position(self.text, &self.line_starts, span.start);
         self.problems.push(Problem {
             line,
             column,
@@ -186,7 +190,7 @@ impl Checker<'_> {
         if !errors.is_empty() {
             for e in errors {
                 let span = e.span().unwrap_or(0..0);
-                let (line, column) = position(self.text, span.start);
+                let (line, column) = position(self.text, &self.line_starts, span.start);
                 let (field, message) = syntax_problem(self.text, line, e.message());
                 self.problems.push(Problem {
                     line,
@@ -429,7 +433,7 @@ impl Checker<'_> {
             let region = self.optional(&f, "region", "us-east-1", values::region);
 
             if let Some((net, span)) = &cidr {
-                let line = position(self.text, span.start).0;
+                let line = position(self.text, &self.line_starts, span.start).0;
                 match seen.get(net) {
                     None => {
                         seen.insert(*net, (i, line, zone_id.clone()));
@@ -519,18 +523,19 @@ fn found(v: &DeValue<'_>) -> String {
     format!("{article} {t}")
 }
 
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
+}
+
 /// 1-based line and column (in characters) of a byte offset.
-fn position(text: &str, offset: usize) -> (usize, usize) {
+fn position(text: &str, line_starts: &[usize], offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
     }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
+    let line = line_starts.partition_point(|&s| s <= offset).max(1);
+    let start = line_starts[line - 1];
+    (line, text[start..offset].chars().count() + 1)
 }
 
 /// The allowed name nearest to a misspelt one (edit distance ≤ 2).

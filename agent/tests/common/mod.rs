@@ -13,34 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azflow_tests::{Family, TestBed, Zone};
+use azflow_tests::{TestBed, Zone};
 
-/// Test AZ names and IDs for the bed's zones.
+/// Test AZ name and ID of a mapped bed zone.
 pub fn zone_labels(zone: Zone) -> (&'static str, &'static str) {
-    match zone {
-        Zone::A => ("us-test-1a", "tst1-az1"),
-        Zone::B => ("us-test-1b", "tst1-az2"),
-        Zone::C => ("us-test-1c", "tst1-az3"),
-        _ => ("unmapped", "unmapped"),
-    }
+    azflow_tests::zone_labels(zone).unwrap_or(("unmapped", "unmapped"))
 }
 
-/// A static topology of the bed: zones a, b, c mapped (v4 and v6), x left out, VPC CIDRs known.
+/// The bed's static topology, written to `dir`.
 pub fn write_topology(bed: &TestBed, dir: &Path) -> PathBuf {
-    let (zone, id) = zone_labels(Zone::A);
-    let mut s = format!(
-        "[host]\nregion = \"us-test-1\"\nzone = \"{zone}\"\nzone_id = \"{id}\"\nvpc_cidrs = [\"{}\", \"{}\"]\n\n",
-        azflow_tests::addressing::vpc_v4(),
-        azflow_tests::addressing::vpc_v6()
-    );
-    for z in [Zone::A, Zone::B, Zone::C] {
-        let (zone, id) = zone_labels(z);
-        for net in [z.subnet(Family::V4), z.subnet(Family::V6)] {
-            s.push_str(&format!("[[subnet]]\ncidr = \"{net}\"\nzone = \"{zone}\"\nzone_id = \"{id}\"\n\n"));
-        }
-    }
     let path = dir.join(format!("{}-topology.toml", bed.id()));
-    std::fs::write(&path, s).expect("writing the bed topology");
+    std::fs::write(&path, bed.topology_toml()).expect("writing the bed topology");
     path
 }
 

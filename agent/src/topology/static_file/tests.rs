@@ -330,9 +330,9 @@ fn an_unreadable_file_names_the_path() {
 
 #[test]
 fn positions_count_characters_not_bytes() {
-    assert_eq!(position("ab\ncd", 4), (2, 2));
-    assert_eq!(position("é = 1", 3), (1, 3));
-    assert_eq!(position("", 10), (1, 1));
+    assert_eq!(position("ab\ncd", &line_starts("ab\ncd"), 4), (2, 2));
+    assert_eq!(position("é = 1", &line_starts("é = 1"), 3), (1, 3));
+    assert_eq!(position("", &line_starts(""), 10), (1, 1));
     assert_eq!(closest("zoneid", SUBNET_FIELDS), Some("zone_id"));
     assert_eq!(closest("colour", SUBNET_FIELDS), None);
 }
