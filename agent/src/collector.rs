@@ -15,6 +15,7 @@ use crate::{
         KernelMaps, MapsError,
         maps::unmapped_prefix,
     },
+    self_metrics::Shared as SharedSelfMetrics,
     snapshot::{HostLabels, Snapshot, UnmappedRow},
     topology::{KernelTable, SlotKind},
 };
@@ -30,6 +31,7 @@ pub struct Collector {
     failures: u64,
     topology_loaded_at: SystemTime,
     last: Arc<Snapshot>,
+    self_metrics: SharedSelfMetrics,
 }
 
 impl Collector {
@@ -39,6 +41,7 @@ impl Collector {
         table: KernelTable,
         host: HostLabels,
         unmapped_top: usize,
+        self_metrics: SharedSelfMetrics,
     ) -> Result<Self, MapsError> {
         let generation = maps.generation()?.wrapping_add(1).max(1);
         maps.sync(&table.v4, &table.v6, generation)?;
@@ -53,6 +56,7 @@ impl Collector {
             failures: 0,
             topology_loaded_at: SystemTime::now(),
             last: Arc::new(Snapshot::default()),
+            self_metrics,
         })
     }
 
@@ -129,6 +133,8 @@ impl Collector {
             subnets: self.table.slots.values().filter(|l| l.kind == SlotKind::Subnet).count() as u64,
             topology_generation: self.generation,
             topology_loaded_at: Some(self.topology_loaded_at),
+            agent_counters: self.self_metrics.counters(),
+            agent_gauges: self.self_metrics.gauges(),
         })
     }
 }

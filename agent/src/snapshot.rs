@@ -22,6 +22,8 @@ pub struct HostLabels {
     pub zone: String,
     pub zone_id: String,
     pub region: String,
+    pub account_id: Option<String>,
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,9 @@ pub struct Snapshot {
     pub subnets: u64,
     pub topology_generation: u32,
     pub topology_loaded_at: Option<SystemTime>,
+    /// Copied from [`crate::self_metrics::SelfMetrics`] at drain time: (name, kind, value).
+    pub agent_counters: Vec<(&'static str, String, u64)>,
+    pub agent_gauges: Vec<(&'static str, f64)>,
 }
 
 impl Snapshot {

@@ -12,6 +12,7 @@ use crate::{
     console,
     ebpf::{self, KernelMaps},
     export::http,
+    self_metrics::SelfMetrics,
     snapshot::{HostLabels, Snapshot},
     topology::{self, SlotAllocator, ZoneTable},
 };
@@ -77,11 +78,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         zone: plan.topology.host().zone.clone(),
         zone_id: plan.topology.host().zone_id.clone(),
         region: plan.topology.host().region.clone().unwrap_or_default(),
+        account_id: plan.topology.host().account_id.clone(),
+        instance_id: plan.topology.host().instance_id.clone(),
     };
+    let self_metrics = SelfMetrics::new();
     // The table is in the kernel before the programs see a packet.
     let subnets = plan.topology.subnets().len();
     drop(plan.topology);
-    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top)?;
+    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone())?;
     let attached = ebpf::attach(&mut ebpf, &plan.cgroup)?;
     release_startup_memory();
 

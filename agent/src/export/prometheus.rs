@@ -46,6 +46,20 @@ pub fn render(s: &Snapshot) -> String {
         header(&mut out, "azflow_topology_last_load_timestamp_seconds", "gauge", "When the current topology was loaded (Unix time).");
         let _ = writeln!(out, "azflow_topology_last_load_timestamp_seconds {}", unix(t));
     }
+    let mut last_name = "";
+    for (name, kind, v) in &s.agent_counters {
+        let full = format!("azflow_{name}_total");
+        if *name != last_name {
+            header(&mut out, &full, "counter", "Agent self-metric, by kind.");
+            last_name = name;
+        }
+        series(&mut out, &full, &[("kind", kind)], *v);
+    }
+    for (name, v) in &s.agent_gauges {
+        let full = format!("azflow_{name}");
+        header(&mut out, &full, "gauge", "Agent self-metric.");
+        let _ = writeln!(out, "{full} {v}");
+    }
     header(&mut out, "azflow_build_info", "gauge", "Agent version and this host's zone.");
     series(
         &mut out,
