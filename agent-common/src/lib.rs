@@ -5,6 +5,8 @@
 //! address masking, wire-byte correction) lives here too, so it is unit-tested on the host.
 #![no_std]
 
+pub mod hist;
+
 /// Bumped whenever a map layout or meaning changes; pinned maps carry it in their path so a new
 /// agent never misreads an old layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -18,12 +20,21 @@ pub mod map_names {
     pub const ERRORS: &str = "AZF_ERRORS";
     pub const STATE: &str = "AZF_STATE";
     pub const SOCK_CLASS: &str = "AZF_SOCK_CLASS";
+    pub const RTT_HIST: &str = "AZF_RTT_HIST";
+    pub const CONNECT_HIST: &str = "AZF_CONNECT_HIST";
+    pub const TCP_EVENTS: &str = "AZF_TCP_EVENTS";
+
+    /// Every map, for pinning.
+    pub const ALL: [&str; 10] = [
+        SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
+    ];
 }
 
 /// Program names (distinct from every map and static: a clash fails at link time).
 pub mod prog_names {
     pub const EGRESS: &str = "azflow_egress";
     pub const INGRESS: &str = "azflow_ingress";
+    pub const SOCK_OPS: &str = "azflow_sockops";
     /// Does nothing: the baseline program of the benchmark.
     pub const BENCH_EMPTY: &str = "azflow_bench_empty";
 }
@@ -198,21 +209,27 @@ pub struct UnmappedValue {
     pub packets: [u64; 2],
 }
 
-/// Socket-local cache of a classification, so the LPM lookup runs once per socket and topology
-/// generation, not once per packet.
+/// Socket-local state: the cached classification (so the LPM lookup runs once per socket and
+/// topology generation, not once per packet) and the sock_ops timestamps.
 ///
-/// Layout (12 bytes): `generation: u32 @0`, `info: SubnetInfo @4`.
+/// Layout (32 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `_pad: u32 @12`,
+/// `connect_start_ns: u64 @16`, `rtt_sampled_ns: u64 @24`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockClass {
     /// [`State::generation`] at classification time; 0 means "not classified yet".
     pub generation: u32,
     pub info: SubnetInfo,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` when an active open started; 0 when none is pending.
+    pub connect_start_ns: u64,
+    /// When this socket's last RTT sample was taken (sampling interval).
+    pub rtt_sampled_ns: u64,
 }
 
 /// Index 0 of the single-entry state array user space writes.
 ///
-/// Layout (8 bytes): `generation: u32 @0`, `_pad: u32 @4`.
+/// Layout (16 bytes): `generation: u32 @0`, `_pad: u32 @4`, `rtt_interval_ns: u64 @8`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -220,6 +237,8 @@ pub struct State {
     /// classify again.
     pub generation: u32,
     pub _pad: u32,
+    /// At most one RTT sample per socket per this many nanoseconds (0: every sample).
+    pub rtt_interval_ns: u64,
 }
 
 /// Kernel-side failures, counted per CPU instead of logged (indexes into [`map_names::ERRORS`]).
@@ -267,7 +286,7 @@ impl KernelError {
 /// more IP + TCP header for every extra segment it is cut into.
 #[inline(always)]
 pub const fn wire_bytes(len: u32, gso_segs: u32, l3_l4_header_len: u32) -> u64 {
-    let extra = if gso_segs > 1 { gso_segs - 1 } else { 0 };
+    let extra = gso_segs.saturating_sub(1);
     len as u64 + extra as u64 * l3_l4_header_len as u64
 }
 
@@ -288,9 +307,9 @@ mod pod {
     unsafe impl aya::Pod for UnmappedKey {}
     // SAFETY: repr(C), u64 arrays only, no padding.
     unsafe impl aya::Pod for UnmappedValue {}
-    // SAFETY: repr(C), u32 + 8-byte SubnetInfo (align 4), no implicit padding.
+    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + explicit u32 pad + two u64: no implicit padding.
     unsafe impl aya::Pod for SockClass {}
-    // SAFETY: repr(C), two u32, no padding.
+    // SAFETY: repr(C), two u32 then a u64, no implicit padding.
     unsafe impl aya::Pod for State {}
 }
 
@@ -307,8 +326,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnmappedKey>(), 20);
         assert_eq!(size_of::<UnmappedValue>(), 32);
-        assert_eq!(size_of::<SockClass>(), 12);
-        assert_eq!(size_of::<State>(), 8);
+        assert_eq!(size_of::<SockClass>(), 32);
+        assert_eq!(size_of::<State>(), 16);
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! Per-packet accounting: one socket-cache read and two atomic adds on the hot path.
 
 use agent_common::{
-    Direction, KernelError, SUBNET_FLAG_UNMAPPED, SockClass, SubnetInfo, UnmappedValue,
+    Direction, KernelError, SUBNET_FLAG_UNMAPPED, SubnetInfo, UnmappedValue,
     counter_index, wire_bytes, wire_packets,
 };
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, __sk_buff, bpf_sock},
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+    bindings::{BPF_NOEXIST, __sk_buff, bpf_sock},
+    helpers::generated::bpf_sk_fullsock,
     programs::SkBuffContext,
 };
 
 use crate::{
     classify::{self, IPPROTO_TCP},
-    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_SOCK_CLASS, AZF_STATE, AZF_UNMAPPED},
+    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_UNMAPPED},
+    sockcache,
 };
 
 const TCP_LISTEN: u32 = 10;
@@ -52,19 +53,14 @@ fn classify_packet(ctx: &SkBuffContext, dir: Direction, sk: *mut bpf_sock) -> Op
     if protocol != u32::from(IPPROTO_TCP) || sock_type != SOCK_STREAM {
         return None;
     }
-    let generation = AZF_STATE.get(0).map_or(0, |s| s.generation);
+    let generation = sockcache::generation();
     // A listener's packets (SYN-ACKs) belong to many peers: never cache on it. Generation 0
     // means user space has not written a topology yet.
     if state == TCP_LISTEN || generation == 0 {
         return classify_uncached(ctx, dir);
     }
-    let map = core::ptr::from_ref(&AZF_SOCK_CLASS).cast_mut().cast();
-    // SAFETY: `full` is a full socket, the map is a socket-storage map, and a NULL initial value
-    // asks the kernel for zeroed storage.
-    let cache = unsafe {
-        bpf_sk_storage_get(map, full.cast(), core::ptr::null_mut(), BPF_SK_STORAGE_GET_F_CREATE.into())
-    }
-    .cast::<SockClass>();
+    // SAFETY: `full` is a full socket from bpf_sk_fullsock.
+    let cache = unsafe { sockcache::storage(full) };
     if cache.is_null() {
         count_error(KernelError::SockStorage);
         return classify_uncached(ctx, dir);
@@ -153,7 +149,7 @@ fn note_unmapped(ctx: &SkBuffContext, dir: Direction, bytes: u64, packets: u64) 
 }
 
 #[inline(always)]
-fn count_error(kind: KernelError) {
+pub fn count_error(kind: KernelError) {
     if let Some(cell) = AZF_ERRORS.get_ptr_mut(kind as u32) {
         // SAFETY: valid, aligned per-CPU array cell.
         unsafe { atomic_add(cell, 1) };
@@ -163,7 +159,7 @@ fn count_error(kind: KernelError) {
 /// `lock xadd` on a u64: the BPF target has no CAS, so `AtomicU64::fetch_add` is not offered,
 /// but the instruction itself (BPF_ATOMIC | BPF_ADD) exists on every kernel we support.
 #[inline(always)]
-unsafe fn atomic_add(dst: *mut u64, v: u64) {
+pub unsafe fn atomic_add(dst: *mut u64, v: u64) {
     // SAFETY: callers pass valid, aligned map memory.
     unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(dst, v) };
 }

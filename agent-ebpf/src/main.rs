@@ -15,9 +15,14 @@
 mod account;
 mod classify;
 mod maps;
+mod rtt;
+mod sockcache;
 
 use agent_common::Direction;
-use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+use aya_ebpf::{
+    macros::{cgroup_skb, sock_ops},
+    programs::{SkBuffContext, SockOpsContext},
+};
 
 /// cgroup_skb verdict: let the packet through.
 const ALLOW: i32 = 1;
@@ -32,6 +37,13 @@ pub fn azflow_egress(ctx: SkBuffContext) -> i32 {
 pub fn azflow_ingress(ctx: SkBuffContext) -> i32 {
     account::on_packet(&ctx, Direction::Receive);
     ALLOW
+}
+
+/// RTT samples, connect durations and retransmissions per destination zone.
+#[sock_ops]
+pub fn azflow_sockops(ctx: SockOpsContext) -> u32 {
+    rtt::on_sock_op(&ctx);
+    1
 }
 
 /// Baseline for `cargo xtask bench`: the cost of running any cgroup_skb program at all.

@@ -2,7 +2,7 @@
 //! capacities here are defaults that user space overrides at load from config.
 
 use agent_common::{
-    Counter, SockClass, State, SubnetInfo, UnmappedKey, UnmappedValue,
+    Counter, hist, SockClass, State, SubnetInfo, UnmappedKey, UnmappedValue,
     default_sizes::{LPM_PREFIXES, SUBNET_SLOTS, UNMAPPED_PREFIXES},
 };
 use aya_ebpf::{
@@ -34,3 +34,15 @@ pub static AZF_STATE: Array<State, 1> = Array::new();
 
 #[btf_map]
 pub static AZF_SOCK_CLASS: SkStorage<SockClass> = SkStorage::new();
+
+/// `hist::row(zone, class) * ROW_STRIDE + bucket` → samples (the row's last cell: sum in µs).
+#[btf_map]
+pub static AZF_RTT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static AZF_CONNECT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpuArray::new();
+
+/// `row * TcpEvent::COUNT + event` → count.
+#[btf_map]
+pub static AZF_TCP_EVENTS: PerCpuArray<u64, { (hist::ROWS * hist::TcpEvent::COUNT) as usize }> =
+    PerCpuArray::new();

@@ -164,7 +164,7 @@ impl Zone {
     }
 
     /// The bridge in the router namespace that forms this subnet.
-    pub(crate) fn bridge(self) -> String {
+    pub fn bridge(self) -> String {
         format!("br-{}", self.name())
     }
 

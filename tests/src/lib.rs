@@ -25,6 +25,7 @@ pub mod addressing;
 mod bed;
 pub mod cgroup;
 pub mod counters;
+mod delay;
 mod host;
 pub mod names;
 pub mod netns;
@@ -42,6 +43,7 @@ pub use counters::{ETHERNET_HEADER_LEN, IfCounters, TcpCounters};
 pub use host::{HOST_IFACE, Host};
 pub use skip::{Privileged, REQUIRE_ENV, check_environment, require_root_or_skip};
 pub use sweep::{SweepReport, sweep_stale_beds};
+pub use delay::{DELAYLINE_BIN_ENV, DelayLine, DelayStats, locate_delayline};
 pub use topology::zone_labels;
 pub use traffic::{BulkRun, RrRun, TRAFFIC_BIN_ENV, TrafficServer, UdpRun, locate_binary};
 

@@ -152,6 +152,10 @@ pub struct RrReport {
     pub bytes_received: u64,
     pub elapsed_secs: f64,
     pub rtt_us: RttStats,
+    /// The kernel's smoothed RTT (`tcp_info.tcpi_rtt`, as `ss -ti` shows it), sampled every 50
+    /// round trips.
+    #[serde(default)]
+    pub kernel_srtt_us: RttStats,
 }
 
 /// Round-trip times in microseconds.

@@ -278,6 +278,29 @@ impl TestBed {
         Ok(BulkRun { client, server })
     }
 
+    /// `sessions` short connections (one round trip each) from one client process in `from` to
+    /// an echo server in `to`: many handshakes with no process start-up in between.
+    pub fn run_connects(&self, from: &str, to: &str, sessions: u32, family: Family) -> Result<RrRun> {
+        let server = self.host(to).start_tcp_server(family, sessions)?;
+        let client = match self.host(from).run_traffic([
+            "rr".to_owned(),
+            "--to".to_owned(),
+            server.addr().to_string(),
+            "--count".to_owned(),
+            "1".to_owned(),
+            "--size".to_owned(),
+            "100".to_owned(),
+            "--sessions".to_owned(),
+            sessions.to_string(),
+        ])? {
+            Report::Rr(r) => r,
+            other => bail!("connects {from} -> {to} reported {other:?}"),
+        };
+        let server = server.finish()?;
+        ensure!(server.bytes_received == client.bytes_sent, "connects {from} -> {to}: server received {} of {} bytes", server.bytes_received, client.bytes_sent);
+        Ok(RrRun { client, server })
+    }
+
     /// `count` request/response round trips of `size` bytes from `from` to an echo server in
     /// `to`, over one TCP connection with TCP_NODELAY.
     pub fn run_rr(

@@ -92,8 +92,9 @@ fn dispatch(command: &str, mut args: Args) -> Result<(), String> {
             let to = args.take_socket_addr("to")?;
             let count = args.require("count")?;
             let size = args.require("size")?;
+            let sessions: u64 = args.take_parsed("sessions")?.unwrap_or(1);
             args.finish()?;
-            emit(&Report::Rr(tcp::rr(to, count, size, timeout)?))
+            emit(&Report::Rr(tcp::rr_sessions(to, sessions, count, size, timeout)?))
         }
         "udp" => {
             let to = args.take_socket_addr("to")?;

@@ -1,0 +1,198 @@
+//! sock_ops: the kernel's own RTT samples, active-open durations and retransmissions, into
+//! per-CPU histograms and counters per destination row. No per-sample event leaves the kernel.
+
+use agent_common::{
+    SockClass, SubnetInfo,
+    hist::{self, ROW_STRIDE, SUM_CELL, TcpEvent},
+};
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RETRANS_CB,
+        BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_RTT_CB,
+        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock,
+    },
+    helpers::bpf_ktime_get_ns,
+    programs::SockOpsContext,
+    btf_maps::PerCpuArray,
+};
+use agent_common::KernelError;
+
+use crate::{
+    account::{atomic_add, count_error},
+    classify::{self, IPPROTO_TCP, IpInfo},
+    maps::{AZF_CONNECT_HIST, AZF_RTT_HIST, AZF_TCP_EVENTS},
+    sockcache,
+};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+#[inline(always)]
+pub fn on_sock_op(ctx: &SockOpsContext) {
+    let op = ctx.op();
+    // SAFETY: reading the context's socket pointer; NULL-checked below.
+    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    match op {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            // SAFETY: sock_ops hands full sockets to this callback.
+            let s = unsafe { sockcache::storage(sk) };
+            if !s.is_null() {
+                // SAFETY: non-NULL storage of our value type.
+                unsafe { (*s).connect_start_ns = now_ns() };
+            }
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            enable_callbacks(ctx);
+            let Some((row, s)) = classify_socket(ctx, sk) else { return };
+            if s.is_null() {
+                return;
+            }
+            // SAFETY: non-NULL storage of our value type.
+            let start = unsafe { (*s).connect_start_ns };
+            if start != 0 {
+                let us = now_ns().saturating_sub(start) / 1000;
+                add_sample(&AZF_CONNECT_HIST, row, us);
+                // SAFETY: as above.
+                unsafe { (*s).connect_start_ns = 0 };
+            }
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => enable_callbacks(ctx),
+        BPF_SOCK_OPS_RTT_CB => on_rtt(ctx, sk),
+        BPF_SOCK_OPS_RETRANS_CB => {
+            // args: seq, segments, error (0 when the retransmission went out).
+            if ctx.arg(2) == 0 {
+                if let Some((row, _)) = classify_socket(ctx, sk) {
+                    add_event(row, TcpEvent::RetransmitSegments, u64::from(ctx.arg(1)).max(1));
+                }
+            }
+        }
+        BPF_SOCK_OPS_RTO_CB => {
+            if let Some((row, _)) = classify_socket(ctx, sk) {
+                add_event(row, TcpEvent::Rto, 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn enable_callbacks(ctx: &SockOpsContext) {
+    let flags = ctx.cb_flags() | BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
+    let _ = ctx.set_cb_flags(flags as i32);
+}
+
+#[inline(always)]
+fn on_rtt(ctx: &SockOpsContext, sk: *mut bpf_sock) {
+    let Some((row, s)) = classify_socket(ctx, sk) else { return };
+    let now = now_ns();
+    if !s.is_null() {
+        let interval = sockcache::rtt_interval_ns();
+        // SAFETY: non-NULL storage of our value type.
+        let last = unsafe { (*s).rtt_sampled_ns };
+        if interval != 0 && last != 0 && now.saturating_sub(last) < interval {
+            add_event(row, TcpEvent::RttSkipped, 1);
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { (*s).rtt_sampled_ns = now };
+    }
+    // The measured sample (args[0], µs) where the kernel passes it; the smoothed RTT otherwise.
+    let mrtt = u64::from(ctx.arg(0));
+    // SAFETY: reading a context field.
+    let srtt = u64::from(unsafe { (*ctx.ops).srtt_us }) >> 3;
+    let us = if mrtt != 0 && mrtt < u64::from(u32::MAX >> 1) { mrtt } else { srtt };
+    add_sample(&AZF_RTT_HIST, row, us);
+    add_event(row, TcpEvent::RttSamples, 1);
+}
+
+/// The histogram row of this socket's remote end, reusing the byte counters' cached
+/// classification when it is current, and the socket's storage (NULL when unavailable).
+#[inline(always)]
+fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, *mut SockClass)> {
+    let generation = sockcache::generation();
+    // SAFETY: sock_ops callbacks used here run on full sockets.
+    let s = unsafe { sockcache::storage(sk) };
+    if s.is_null() {
+        count_error(KernelError::SockStorage);
+    } else if generation != 0 {
+        // SAFETY: non-NULL storage of our value type.
+        let cached = unsafe { (*s).generation };
+        if cached == generation {
+            // SAFETY: as above.
+            let info = unsafe { (*s).info };
+            return Some((hist::row(info.zone_idx, info.class), s));
+        }
+    }
+    let info = lookup_remote(ctx)?;
+    if !s.is_null() && generation != 0 {
+        // SAFETY: as above.
+        unsafe {
+            (*s).info = info;
+            (*s).generation = generation;
+        }
+    }
+    Some((hist::row(info.zone_idx, info.class), s))
+}
+
+#[inline(always)]
+fn lookup_remote(ctx: &SockOpsContext) -> Option<SubnetInfo> {
+    let mut remote = [0u8; 16];
+    let version = match ctx.family() {
+        AF_INET => {
+            let a = ctx.remote_ip4().to_ne_bytes();
+            remote[..4].copy_from_slice(&a);
+            4
+        }
+        AF_INET6 => {
+            let w = ctx.remote_ip6();
+            let mut i = 0;
+            while i < 4 {
+                let b = w[i].to_ne_bytes();
+                remote[i * 4..i * 4 + 4].copy_from_slice(&b);
+                i += 1;
+            }
+            // An IPv4-mapped peer on a dual-stack socket: its packets are IPv4, classify it so.
+            let mapped = remote[..10].iter().all(|b| *b == 0) && remote[10] == 0xff && remote[11] == 0xff;
+            if mapped {
+                let v4 = [remote[12], remote[13], remote[14], remote[15]];
+                remote = [0u8; 16];
+                remote[..4].copy_from_slice(&v4);
+                4
+            } else {
+                6
+            }
+        }
+        _ => return None,
+    };
+    Some(classify::lookup(&IpInfo { protocol: IPPROTO_TCP, version, header_len: 0, remote }))
+}
+
+#[inline(always)]
+fn add_sample<const N: usize, const F: usize>(map: &PerCpuArray<u64, N, F>, row: u32, us: u64) {
+    let base = row * ROW_STRIDE;
+    if let Some(cell) = map.get_ptr_mut(base + hist::bucket(us)) {
+        // SAFETY: valid, aligned per-CPU array cell.
+        unsafe { atomic_add(cell, 1) };
+    }
+    if let Some(cell) = map.get_ptr_mut(base + SUM_CELL) {
+        // SAFETY: as above.
+        unsafe { atomic_add(cell, us) };
+    }
+}
+
+#[inline(always)]
+fn add_event(row: u32, event: TcpEvent, n: u64) {
+    if let Some(cell) = AZF_TCP_EVENTS.get_ptr_mut(row * TcpEvent::COUNT + event as u32) {
+        // SAFETY: valid, aligned per-CPU array cell.
+        unsafe { atomic_add(cell, n) };
+    }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
