@@ -17,6 +17,14 @@ pub enum Command {
     Run(RunArgs),
     /// Print the resolved subnet → AZ table and this host's identity, then exit.
     Topology(TopologyArgs),
+    /// Check that IMDS, AWS credentials and ec2:DescribeSubnets work; one line each, with a fix.
+    Check(CheckArgs),
+    /// Remove every pinned map and link (detaching the programs) left by `run --pin`.
+    Uninstall {
+        /// Where `run --pin` pinned them.
+        #[arg(long, env = "AZFLOW_PIN_PATH", default_value = crate::ebpf::pin::DEFAULT_ROOT)]
+        pin_path: PathBuf,
+    },
     /// Benchmark baseline: attach a cgroup_skb program that does nothing, until SIGINT/SIGTERM.
     #[command(hide = true)]
     BenchBaseline {
@@ -33,6 +41,14 @@ pub struct TopologyArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub aws: crate::topology::aws::AwsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub aws: crate::topology::aws::AwsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -58,9 +74,26 @@ pub struct RunArgs {
     /// Unmapped destinations exported as series (the busiest first).
     #[arg(long, env = "AZFLOW_UNMAPPED_TOP", default_value_t = 10)]
     pub unmapped_top: usize,
+    /// At most one RTT sample per socket per this interval ("0" takes every sample).
+    #[arg(long, env = "AZFLOW_RTT_SAMPLE_INTERVAL", default_value = "10ms")]
+    pub rtt_sample_interval: String,
+    /// Per-destination-subnet byte series (Prometheus `dst_subnet`, OTLP `dst.subnet`), the first
+    /// N subnets seen; the rest are summed as "other". 0 turns them off.
+    #[arg(long = "dst-subnet-series", env = "AZFLOW_DST_SUBNET_SERIES", default_value_t = 0)]
+    pub subnet_series: usize,
+    /// Pin maps and links under --pin-path so a restarted agent continues counting (zero gap).
+    #[arg(long, env = "AZFLOW_PIN")]
+    pub pin: bool,
+    /// BPF filesystem directory for --pin (a v<SCHEMA> subdirectory is used).
+    #[arg(long, env = "AZFLOW_PIN_PATH", default_value = crate::ebpf::pin::DEFAULT_ROOT)]
+    pub pin_path: PathBuf,
     /// Live console table: auto shows it when stdout is a terminal.
     #[arg(long, value_enum, default_value_t = ConsoleMode::Auto)]
     pub console: ConsoleMode,
+    #[command(flatten)]
+    pub aws: crate::topology::aws::AwsArgs,
+    #[command(flatten)]
+    pub otlp: Box<crate::export::otlp::OtlpArgs>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +106,7 @@ pub enum ConsoleMode {
 /// Validated settings of `azflow run`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    pub aws: crate::topology::aws::AwsSettings,
     pub cgroup: Option<PathBuf>,
     pub topology: Option<PathBuf>,
     pub prometheus: Option<SocketAddr>,
@@ -80,6 +114,13 @@ pub struct RunConfig {
     pub limits: Limits,
     pub unmapped_top: usize,
     pub console: ConsoleMode,
+    pub rtt_sample_interval: Duration,
+    /// Pin directory root when `--pin` is on.
+    pub pin: Option<PathBuf>,
+    /// Per-destination-subnet series cap (0: off).
+    pub subnet_series: usize,
+    /// `None`: no OTLP export.
+    pub otlp: Option<crate::export::otlp::OtlpConfig>,
 }
 
 /// What sizes the kernel maps.
@@ -90,11 +131,17 @@ pub struct Limits {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("--{flag}: {problem}; {fix}")]
+#[error("{}{flag}: {problem}; {fix}", dashes(.flag))]
 pub struct ConfigError {
+    /// A flag without its dashes, or an environment variable (OTEL_…) as it is.
     pub flag: &'static str,
     pub problem: String,
     pub fix: &'static str,
+}
+
+/// Flags are written `--name`, environment variables as they are.
+fn dashes(flag: &str) -> &'static str {
+    if flag.starts_with(|c: char| c.is_ascii_uppercase()) { "" } else { "--" }
 }
 
 pub const MAX_SUBNETS_LIMIT: u32 = 1 << 20;
@@ -131,7 +178,27 @@ impl RunArgs {
                 fix: "choose at most 1000 (each is a Prometheus series)",
             });
         }
+        if self.subnet_series > 10_000 {
+            return Err(ConfigError {
+                flag: "dst-subnet-series",
+                problem: format!("{} series is too many", self.subnet_series),
+                fix: "choose at most 10000 (each is a series per direction)",
+            });
+        }
+        let rtt_sample_interval = parse_duration(&self.rtt_sample_interval)
+            .filter(|d| *d <= Duration::from_secs(60))
+            .ok_or_else(|| ConfigError {
+                flag: "rtt-sample-interval",
+                problem: format!("{:?} is not a duration up to 60s", self.rtt_sample_interval),
+                fix: "write e.g. 10ms, 1s, or 0 for every sample",
+            })?;
+        let otlp = self.otlp.validate(&|name| std::env::var(name).ok()).map_err(|e| match e {
+            crate::export::otlp::OtlpError::Config { setting, problem, fix } => ConfigError { flag: setting, problem, fix },
+            other => ConfigError { flag: "otlp-endpoint", problem: other.to_string(), fix: "check the OTLP settings" },
+        })?;
+        let aws = self.aws.validate().map_err(|e| ConfigError { flag: e.flag, problem: e.problem, fix: e.fix })?;
         Ok(RunConfig {
+            aws,
             cgroup: self.cgroup.clone(),
             topology: self.topology.clone(),
             prometheus,
@@ -139,6 +206,10 @@ impl RunArgs {
             limits: Limits { max_subnets: self.max_subnets, unmapped_entries: self.unmapped_entries },
             unmapped_top: self.unmapped_top,
             console: self.console,
+            rtt_sample_interval,
+            pin: self.pin.then(|| self.pin_path.clone()),
+            subnet_series: self.subnet_series,
+            otlp,
         })
     }
 }
@@ -181,6 +252,12 @@ mod tests {
             Command::Run(a) => a,
             other => panic!("expected run, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches clashing argument ids (flattened groups) before a user does.
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use agent_common::{Counter, Direction, TrafficClass};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, ZoneKey};
 
 type Row = (String, String, TrafficClass);
 
@@ -25,15 +25,17 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
     );
     let _ = writeln!(
         out,
-        "{:<18} {:<12} {:<10} {:>11} {:>12} {:>11} {:>12}",
-        "DST ZONE", "ZONE ID", "CLASS", "TX BYTES", "TX RATE", "RX BYTES", "RX RATE"
+        "{:<18} {:<12} {:<10} {:>11} {:>12} {:>11} {:>12} {:>10} {:>10}",
+        "DST ZONE", "ZONE ID", "CLASS", "TX BYTES", "TX RATE", "RX BYTES", "RX RATE", "RTT p50", "RTT p99"
     );
     for (row, cells) in &rows {
         let old = prev.get(row).copied().unwrap_or_default();
         let rate = |d: usize| cells[d].bytes.saturating_sub(old[d].bytes) as f64 / secs;
+        let rtt = now.latency.get(&ZoneKey { dst_zone: row.0.clone(), dst_zone_id: row.1.clone(), class: row.2 });
+        let q = |p: f64| rtt.and_then(|r| r.rtt.quantile_us(p)).map_or("-".to_string(), micros);
         let _ = writeln!(
             out,
-            "{:<18} {:<12} {:<10} {:>11} {:>12} {:>11} {:>12}",
+            "{:<18} {:<12} {:<10} {:>11} {:>12} {:>11} {:>12} {:>10} {:>10}",
             row.0,
             row.1,
             row.2.as_str(),
@@ -41,6 +43,8 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
             format!("{}/s", human(rate(0))),
             human(cells[1].bytes as f64),
             format!("{}/s", human(rate(1))),
+            q(0.5),
+            q(0.99),
         );
     }
     if rows.is_empty() {
@@ -73,6 +77,11 @@ fn by_row(s: &Snapshot) -> BTreeMap<Row, [Counter; 2]> {
         cell.packets = cell.packets.saturating_add(c.packets);
     }
     rows
+}
+
+/// 1500.0 µs → "1.50 ms".
+fn micros(us: f64) -> String {
+    if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.0} µs") }
 }
 
 /// 1234567 → "1.2 MB" (decimal units, as AWS bills).

@@ -5,11 +5,14 @@
 //! never moves bytes already counted, and a kernel counter that goes backwards (maps recreated)
 //! restarts cleanly instead of producing a huge wrap-around.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agent_common::{Counter, Direction, TrafficClass};
 
-use crate::{ebpf::maps::SlotCounters, snapshot::FlowKey};
+use crate::{
+    ebpf::maps::SlotCounters,
+    snapshot::{DstSubnet, FlowKey},
+};
 
 /// What a slot means for export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,12 +20,47 @@ pub struct SlotMeaning {
     pub dst_zone: String,
     pub dst_zone_id: String,
     pub class: TrafficClass,
+    /// The subnet's CIDR; `None` for catch-alls.
+    pub subnet: Option<ipnet::IpNet>,
 }
 
 #[derive(Debug, Default)]
 pub struct Accumulator {
     last: HashMap<u32, SlotCounters>,
     totals: BTreeMap<FlowKey, Counter>,
+    /// Opt-in per-subnet totals (`dst.subnet`).
+    subnets: Option<SubnetTotals>,
+}
+
+/// The same growth as `totals`, split by subnet, with at most `cap` subnet series: a new subnet
+/// series beyond the cap is credited to [`DstSubnet::Overflow`] under the same zone labels, so
+/// every zone still adds up.
+#[derive(Debug, Default)]
+struct SubnetTotals {
+    cap: usize,
+    series: usize,
+    totals: BTreeMap<(FlowKey, DstSubnet), Counter>,
+    /// Distinct (subnet, direction) refused by the cap; bounded by the slots.
+    refused: BTreeSet<(ipnet::IpNet, Direction)>,
+}
+
+impl SubnetTotals {
+    fn credit(&mut self, key: &FlowKey, subnet: Option<ipnet::IpNet>, delta: Counter) {
+        let mut sub = subnet.map_or(DstSubnet::None, DstSubnet::Cidr);
+        if let Some(net) = subnet
+            && !self.totals.contains_key(&(key.clone(), sub))
+        {
+            if self.series >= self.cap {
+                self.refused.insert((net, key.direction));
+                sub = DstSubnet::Overflow;
+            } else {
+                self.series += 1;
+            }
+        }
+        let t = self.totals.entry((key.clone(), sub)).or_default();
+        t.bytes = t.bytes.saturating_add(delta.bytes);
+        t.packets = t.packets.saturating_add(delta.packets);
+    }
 }
 
 impl Accumulator {
@@ -52,6 +90,9 @@ impl Accumulator {
                     dst_zone_id: m.dst_zone_id.clone(),
                     class: m.class,
                 };
+                if let Some(subnets) = &mut self.subnets {
+                    subnets.credit(&key, m.subnet, delta);
+                }
                 let t = self.totals.entry(key).or_default();
                 t.bytes = t.bytes.saturating_add(delta.bytes);
                 t.packets = t.packets.saturating_add(delta.packets);
@@ -61,6 +102,16 @@ impl Accumulator {
 
     pub fn totals(&self) -> &BTreeMap<FlowKey, Counter> {
         &self.totals
+    }
+
+    /// Keeps per-subnet totals from now on, at most `cap` subnet series (0: none kept).
+    pub fn track_subnets(&mut self, cap: usize) {
+        self.subnets = (cap > 0).then(|| SubnetTotals { cap, ..SubnetTotals::default() });
+    }
+
+    /// Per-subnet totals and the number of subnet series the cap folded into the overflow.
+    pub fn subnet_totals(&self) -> (BTreeMap<(FlowKey, DstSubnet), Counter>, u64) {
+        self.subnets.as_ref().map_or_else(Default::default, |s| (s.totals.clone(), s.refused.len() as u64))
     }
 }
 
@@ -78,7 +129,7 @@ mod tests {
     }
 
     fn meaning(zone: &str, class: TrafficClass) -> SlotMeaning {
-        SlotMeaning { dst_zone: zone.into(), dst_zone_id: format!("{zone}-id"), class }
+        SlotMeaning { dst_zone: zone.into(), dst_zone_id: format!("{zone}-id"), class, subnet: None }
     }
 
     fn bytes(acc: &Accumulator, zone: &str, dir: Direction) -> u64 {
@@ -117,6 +168,30 @@ mod tests {
         acc.absorb(&[(1, cells(1000, 0))], m);
         acc.absorb(&[(1, cells(40, 0))], m);
         assert_eq!(bytes(&acc, "b", Direction::Transmit), 1040);
+    }
+
+    #[test]
+    fn subnet_totals_are_capped_and_still_add_up() {
+        let mut acc = Accumulator::default();
+        acc.track_subnets(2);
+        let net = |s: u32| -> Option<ipnet::IpNet> { format!("10.0.{s}.0/24").parse().ok() };
+        let m = |s: u32| Some(SlotMeaning { subnet: if s == 9 { None } else { net(s) }, ..meaning("b", TrafficClass::CrossAz) });
+        // Slot 1 takes both directions (two series); slot 2 no longer fits; slot 9 is a catch-all.
+        acc.absorb(&[(1, cells(1000, 10)), (2, cells(500, 0)), (9, cells(7, 0))], m);
+        acc.absorb(&[(1, cells(1100, 10)), (2, cells(600, 0)), (9, cells(7, 0))], m);
+        let (subnets, overflow) = acc.subnet_totals();
+        let b = |sub: DstSubnet, dir: Direction| {
+            subnets.iter().filter(|((k, s), _)| *s == sub && k.direction == dir).map(|(_, c)| c.bytes).sum::<u64>()
+        };
+        assert_eq!(b(DstSubnet::Cidr(net(1).expect("net")), Direction::Transmit), 1100);
+        assert_eq!(b(DstSubnet::Cidr(net(1).expect("net")), Direction::Receive), 10);
+        assert_eq!(b(DstSubnet::Overflow, Direction::Transmit), 600);
+        assert_eq!(b(DstSubnet::None, Direction::Transmit), 7);
+        assert_eq!(overflow, 1);
+        let sum: u64 = subnets.values().map(|c| c.bytes).sum();
+        let total: u64 = acc.totals().values().map(|c| c.bytes).sum();
+        assert_eq!(sum, total);
+        assert_eq!(Accumulator::default().subnet_totals().0.len(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AZFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error,aws_runtime=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -37,7 +37,34 @@ fn main() -> ExitCode {
             };
             block_on(commands::run::run(cfg))
         }
+        Command::Check(args) => match commands::check::run(&args) {
+            Ok(report) => {
+                print!("{report}");
+                if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(commands::check::CheckError::Config(msg)) => config_error(&msg),
+            Err(e) => {
+                eprintln!("azflow: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::BenchBaseline { cgroup } => block_on(commands::bench_baseline::run(&cgroup)),
+        Command::Uninstall { pin_path } => match azflow::ebpf::pin::remove_all(&pin_path) {
+            Ok(removed) if removed.is_empty() => {
+                println!("nothing pinned under {}", pin_path.display());
+                ExitCode::SUCCESS
+            }
+            Ok(removed) => {
+                for d in removed {
+                    println!("removed {} (its links detached, its maps freed)", d.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("azflow: uninstall: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -8,6 +8,8 @@ use std::{
 
 use agent_common::{Counter, Direction, KernelError, TrafficClass};
 
+pub use crate::ebpf::maps::{Histogram, RowLatency};
+
 /// Labels of one exported series (the source side is the host's own, in [`HostLabels`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowKey {
@@ -24,6 +26,28 @@ pub struct HostLabels {
     pub region: String,
     pub account_id: Option<String>,
     pub instance_id: Option<String>,
+}
+
+/// Labels of a latency row: a destination zone (or a class's catch-all ranges).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneKey {
+    pub dst_zone: String,
+    pub dst_zone_id: String,
+    pub class: TrafficClass,
+}
+
+/// `dst.subnet` of a per-subnet series (opt-in and bounded, see [`Snapshot::subnet_flows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DstSubnet {
+    /// A catch-all range (internet, unknown, cross-VPC …): no subnet to name.
+    None,
+    Cidr(ipnet::IpNet),
+    /// Subnets beyond the series cap, summed.
+    Overflow,
+}
+
+impl DstSubnet {
+    pub const OVERFLOW_LABEL: &'static str = "other";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +86,13 @@ pub struct Snapshot {
     /// Copied from [`crate::self_metrics::SelfMetrics`] at drain time: (name, kind, value).
     pub agent_counters: Vec<(&'static str, String, u64)>,
     pub agent_gauges: Vec<(&'static str, f64)>,
+    /// The same totals as `flows`, split by destination subnet; empty unless enabled
+    /// (`--otlp-dst-subnet-series`), at most that many [`DstSubnet::Cidr`] series.
+    pub subnet_flows: BTreeMap<(FlowKey, DstSubnet), Counter>,
+    /// Subnet series folded into [`DstSubnet::Overflow`] because of the cap.
+    pub subnet_series_overflow: u64,
+    /// Cumulative RTT and connect histograms (the kernel's buckets) and TCP events per zone.
+    pub latency: BTreeMap<ZoneKey, RowLatency>,
 }
 
 impl Snapshot {

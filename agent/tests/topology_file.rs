@@ -29,6 +29,7 @@ fn azflow_topology(file: &Path, extra: &[&str]) -> Output {
         .arg(file)
         .args(extra)
         .env_remove("AZFLOW_TOPOLOGY")
+        .env("AZFLOW_AWS", "off") // never a real metadata address from a test
         .output()
         .unwrap_or_else(|e| panic!("running azflow: {e}"))
 }
@@ -263,6 +264,7 @@ fn ebpf_run_with_a_bad_file_exits_78_and_attaches_nothing() {
         .arg(&cgroup.0)
         .arg("--topology")
         .arg(&file)
+        .env("AZFLOW_AWS", "off")
         .output()
         .unwrap_or_else(|e| panic!("running azflow: {e}"));
     let stderr = text(&out.stderr);

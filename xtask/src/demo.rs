@@ -38,7 +38,8 @@ pub fn demo(args: &DemoArgs, agent: &Path, traffic: &Path) -> Result<()> {
         .arg(bed.cgroup_path())
         .arg("--topology")
         .arg(&topology)
-        .args(["--console", "always", "--drain-interval", "1s", "--prometheus", &args.prometheus])
+        // The demo's topology is the bed's file: no IMDS probe from a test machine.
+        .args(["--console", "always", "--drain-interval", "1s", "--prometheus", &args.prometheus, "--aws", "off"])
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
@@ -53,7 +54,7 @@ pub fn demo(args: &DemoArgs, agent: &Path, traffic: &Path) -> Result<()> {
             if let Some(status) = child.try_wait()? {
                 bail!("the agent exited early: {status}");
             }
-            let family = if round % 2 == 0 { Family::V4 } else { Family::V6 };
+            let family = if round.is_multiple_of(2) { Family::V4 } else { Family::V6 };
             bed.run_bulk("a1", "b1", 20_000_000, family)?; // cross-AZ bulk
             bed.run_rr("a1", "c1", 2_000, 200, family)?; // cross-AZ chatter
             bed.run_bulk("a1", "a2", 5_000_000, family)?; // same AZ

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod check;
 pub mod run;
 pub mod topology;
 pub mod bench_baseline;

@@ -11,7 +11,7 @@ use crate::{
     config::{ConsoleMode, RunConfig},
     console,
     ebpf::{self, KernelMaps},
-    export::http,
+    export::{http, otlp},
     self_metrics::SelfMetrics,
     snapshot::{HostLabels, Snapshot},
     topology::{self, SlotAllocator, ZoneTable},
@@ -38,12 +38,12 @@ struct Plan {
     topology: topology::Topology,
     table: topology::KernelTable,
     sizes: ebpf::MapSizes,
+    /// Kept for refreshes, so unchanged subnets keep their slots and zones their indexes.
+    slots: SlotAllocator,
+    zones: ZoneTable,
 }
 
-fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
-    let topology = topology::load(cfg.topology.as_deref()).map_err(|e| {
-        if e.is_config_error() { RunError::Config(e.to_string()) } else { RunError::Runtime(e.to_string()) }
-    })?;
+fn plan(cfg: &RunConfig, topology: topology::Topology) -> Result<Plan, RunError> {
     let sizes = ebpf::map_sizes(&cfg.limits);
     let mut slots = SlotAllocator::new(sizes.slots);
     let mut zones = ZoneTable::new();
@@ -60,20 +60,38 @@ fn plan(cfg: &RunConfig) -> Result<Plan, RunError> {
             cgroup.display()
         )));
     }
-    Ok(Plan { cgroup, topology, table, sizes })
+    Ok(Plan { cgroup, topology, table, sizes, slots, zones })
 }
 
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
-    let plan = plan(&cfg)?;
+    let self_metrics = SelfMetrics::new();
+    // AWS when on EC2 (within 3 s when not), under the static file; else the file or interfaces.
+    let resolved = topology::aws::resolve(&cfg.aws, cfg.topology.as_deref(), &self_metrics).await.map_err(|e| {
+        if e.is_config_error() { RunError::Config(e.to_string()) } else { RunError::Runtime(e.to_string()) }
+    })?;
+    let plan = plan(&cfg, resolved.topology)?;
     let listener = match cfg.prometheus {
         Some(addr) => Some(http::bind(addr).await.map_err(|e| {
             RunError::Config(format!("--prometheus: cannot listen on {addr}: {e}; choose a free address or \"off\""))
         })?),
         None => None,
     };
+    // OTLP settings are proven (CA file read, exporter built) before anything is attached.
+    let otlp_transport =
+        cfg.otlp.as_ref().map(otlp::Transport::prepare).transpose().map_err(|e| RunError::Config(e.to_string()))?;
 
-    let mut ebpf = ebpf::load(&plan.sizes)?;
-    let maps = KernelMaps::take(&mut ebpf)?;
+    let pins = match &cfg.pin {
+        Some(root) => {
+            let pins = ebpf::pin::PinDir::new(root);
+            for old in pins.prepare().map_err(|e| RunError::Config(e.to_string()))? {
+                tracing::warn!(dir = %old.display(), "removed pins of another schema version (never read)");
+            }
+            Some(pins)
+        }
+        None => None,
+    };
+    let mut ebpf = ebpf::load(&plan.sizes, pins.as_ref())?;
+    let maps = KernelMaps::take(&mut ebpf, cfg.rtt_sample_interval.as_nanos().min(u128::from(u64::MAX)) as u64)?;
     let host = HostLabels {
         zone: plan.topology.host().zone.clone(),
         zone_id: plan.topology.host().zone_id.clone(),
@@ -81,12 +99,20 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         account_id: plan.topology.host().account_id.clone(),
         instance_id: plan.topology.host().instance_id.clone(),
     };
-    let self_metrics = SelfMetrics::new();
+    let otlp_exporter = match otlp_transport {
+        Some(t) => Some(
+            otlp::OtlpExporter::new(t, &host, &otlp::resource::Machine::detect(), self_metrics.clone())
+                .map_err(|e| RunError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     // The table is in the kernel before the programs see a packet.
     let subnets = plan.topology.subnets().len();
     drop(plan.topology);
     let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone())?;
-    let attached = ebpf::attach(&mut ebpf, &plan.cgroup)?;
+    let (mut slots, mut zones) = (plan.slots, plan.zones);
+    collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
+    let attached = ebpf::attach(&mut ebpf, &plan.cgroup, pins.as_ref())?;
     release_startup_memory();
 
     let first = collector.drain();
@@ -97,6 +123,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         cgroup = %attached.cgroup,
         subnets,
         prometheus = %local.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        otlp = %cfg.otlp.as_ref().map_or("off", |o| o.endpoint.as_str()),
+        adopted_links = attached.adopted_links,
+        pinned = %pins.as_ref().map_or_else(|| "no".to_string(), |p| p.dir().display().to_string()),
         "azflow attached and counting"
     );
     let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), stop_rx.clone())));
@@ -106,6 +135,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         ConsoleMode::Auto => std::io::stdout().is_terminal(),
     };
     let console_task = show_console.then(|| tokio::spawn(console_loop(snap_rx.clone(), stop_rx.clone(), attached.cgroup.clone())));
+    // Exports until stopped, then once more from the final drain's snapshot.
+    let otlp_task = otlp_exporter.map(|o| tokio::spawn(o.run(snap_rx.clone(), stop_rx.clone())));
+
+    // Refreshed AWS topologies arrive here; the sender stays alive so the arm waits when there is
+    // no refresher.
+    let (topo_tx, mut topo_rx) = tokio::sync::mpsc::channel(1);
+    let refresher_task = resolved.refresher.map(|r| r.spawn(topo_tx.clone(), stop_rx.clone()));
 
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
         .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
@@ -114,6 +150,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     loop {
         tokio::select! {
             _ = ticker.tick() => { snap_tx.send_replace(collector.drain()); }
+            Some(t) = topo_rx.recv() => {
+                if let Some(snap) = apply_topology(&t, &mut slots, &mut zones, plan.sizes.lpm_prefixes, &mut collector, &self_metrics) {
+                    snap_tx.send_replace(snap);
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -124,11 +165,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     snap_tx.send_replace(last.clone());
     let _ = stop_tx.send(true);
     let budget = Duration::from_secs(3);
-    for task in [server, console_task].into_iter().flatten() {
+    drop(topo_tx);
+    for task in [refresher_task, otlp_task, server, console_task].into_iter().flatten() {
         let _ = tokio::time::timeout(budget, task).await;
     }
     drop(collector);
-    drop(ebpf); // detaches the programs: links are owned by the loaded programs
+    // Unpinned, this detaches the programs (the loaded object owns the links); pinned, the links
+    // and maps stay for the next agent.
+    drop(ebpf);
     tracing::info!(drains = last.drains, "azflow detached");
     Ok(())
 }
@@ -148,6 +192,43 @@ async fn console_loop(snaps: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Re
         print!("\x1b[H\x1b[2J{text}");
         if previous.as_ref().is_none_or(|(s, _)| s.drains != now.drains) {
             previous = Some((now, std::time::Instant::now()));
+        }
+    }
+}
+
+/// Rebuilds the kernel table from a refreshed topology with the same allocators (unchanged
+/// subnets keep their slots) and swaps it in (drain first, insert before delete). A table that
+/// does not fit is refused and the current one stays.
+fn apply_topology(
+    t: &topology::Topology,
+    slots: &mut SlotAllocator,
+    zones: &mut ZoneTable,
+    lpm_prefixes: u32,
+    collector: &mut Collector,
+    metrics: &SelfMetrics,
+) -> Option<Arc<Snapshot>> {
+    let (mut new_slots, mut new_zones) = (slots.clone(), zones.clone());
+    let built = topology::build_kernel_table(t, &mut new_slots, &mut new_zones)
+        .and_then(|table| table.check_capacity(lpm_prefixes).map(|()| table));
+    let table = match built {
+        Ok(table) => table,
+        Err(e) => {
+            metrics.incr("topology_refresh_failures", "kernel_table");
+            tracing::warn!("the refreshed topology does not fit the kernel table ({e}); keeping the current one; raise --max-subnets");
+            return None;
+        }
+    };
+    let prefixes = table.v4.len() + table.v6.len();
+    match collector.replace_table(table) {
+        Ok(snap) => {
+            (*slots, *zones) = (new_slots, new_zones);
+            tracing::info!(subnets = t.subnets().len(), prefixes, "kernel subnet table replaced");
+            Some(snap)
+        }
+        Err(e) => {
+            metrics.incr("topology_refresh_failures", "kernel_sync");
+            tracing::warn!("writing the refreshed table to the kernel failed: {e}");
+            None
         }
     }
 }

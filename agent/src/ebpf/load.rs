@@ -3,7 +3,7 @@
 use agent_common::map_names;
 use aya::{Ebpf, EbpfLoader};
 
-use super::MapSizes;
+use super::{MapSizes, pin::PinDir};
 
 /// Built by `agent/build.rs` on the pinned nightly.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/azflow"));
@@ -14,20 +14,41 @@ pub enum LoadError {
     NoObject,
     #[error("loading the eBPF object: {0} (needs root or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, and a kernel ≥ 5.8 with BTF)")]
     Load(#[from] aya::EbpfError),
+    #[error("pinned maps: {0}")]
+    Pins(String),
 }
 
-pub fn load(sizes: &MapSizes) -> Result<Ebpf, LoadError> {
+/// Loads the object; with `pins`, every map is reused from (or created and pinned at) the pin
+/// directory. Pinned maps that no longer fit the configured sizes are replaced by fresh ones
+/// (their counts restart), never reinterpreted.
+pub fn load(sizes: &MapSizes, pins: Option<&PinDir>) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
     raise_memlock_limit();
-    let ebpf = EbpfLoader::new()
-        .map_max_entries(map_names::SUBNETS_V4, sizes.lpm_prefixes)
-        .map_max_entries(map_names::SUBNETS_V6, sizes.lpm_prefixes)
-        .map_max_entries(map_names::COUNTERS, sizes.counter_cells)
-        .map_max_entries(map_names::UNMAPPED, sizes.unmapped_entries)
-        .load(EBPF_OBJECT)?;
-    Ok(ebpf)
+    let attempt = || {
+        let paths: Vec<(&str, std::path::PathBuf)> =
+            pins.map(|p| map_names::ALL.iter().map(|n| (*n, p.map_path(n))).collect()).unwrap_or_default();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(map_names::SUBNETS_V4, sizes.lpm_prefixes)
+            .map_max_entries(map_names::SUBNETS_V6, sizes.lpm_prefixes)
+            .map_max_entries(map_names::COUNTERS, sizes.counter_cells)
+            .map_max_entries(map_names::UNMAPPED, sizes.unmapped_entries);
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader.load(EBPF_OBJECT)
+    };
+    match (attempt(), pins) {
+        (Ok(ebpf), _) => Ok(ebpf),
+        (Err(e), Some(p)) => {
+            tracing::warn!("the pinned maps do not fit this configuration ({e}); starting them afresh");
+            p.remove_maps(&map_names::ALL).map_err(|e| LoadError::Pins(e.to_string()))?;
+            Ok(attempt()?)
+        }
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.

@@ -7,7 +7,8 @@ use std::{
 };
 
 use agent_common::{
-    Counter, Direction, KernelError, State, SubnetInfo, UnmappedKey, UnmappedValue,
+    Counter, Direction, KernelError, State,
+    hist::{self, TcpEvent}, SubnetInfo, UnmappedKey, UnmappedValue,
     counter_index, map_names,
 };
 use aya::{
@@ -29,6 +30,10 @@ fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
 }
 
 pub struct KernelMaps {
+    rtt_interval_ns: u64,
+    rtt: PerCpuArray<MapData, u64>,
+    connect: PerCpuArray<MapData, u64>,
+    events: PerCpuArray<MapData, u64>,
     v4: LpmTrie<MapData, [u8; 4], SubnetInfo>,
     v6: LpmTrie<MapData, [u8; 16], SubnetInfo>,
     counters: PerCpuArray<MapData, Counter>,
@@ -37,11 +42,52 @@ pub struct KernelMaps {
     state: Array<MapData, State>,
 }
 
+/// One cumulative histogram: per-bucket counts (empty when no sample yet) and the sum in µs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The q-quantile in µs, interpolated inside its bucket (None when empty).
+    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut seen = 0u64;
+        for (b, n) in self.buckets.iter().enumerate() {
+            if *n > 0 && (seen + n) as f64 >= rank {
+                let (lo, hi) = (hist::lower_bound_us(b as u32) as f64, hist::upper_bound_us(b as u32) as f64);
+                return Some(lo + (hi - lo) * ((rank - seen as f64) / *n as f64).clamp(0.0, 1.0));
+            }
+            seen += n;
+        }
+        Some(hist::upper_bound_us(hist::BUCKETS - 1) as f64)
+    }
+}
+
+/// Latency figures of one destination row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowLatency {
+    pub rtt: Histogram,
+    pub connect: Histogram,
+    /// Indexed by [`TcpEvent`].
+    pub events: [u64; TcpEvent::COUNT as usize],
+}
+
 /// Summed counters of one slot, indexed by [`Direction`].
 pub type SlotCounters = [Counter; 2];
 
 impl KernelMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+    /// Takes the maps out of the loaded object; `rtt_interval_ns` is published with every sync.
+    pub fn take(ebpf: &mut Ebpf, rtt_interval_ns: u64) -> Result<Self, MapsError> {
         fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
             ebpf: &mut Ebpf,
             name: &'static str,
@@ -50,6 +96,10 @@ impl KernelMaps {
             M::try_from(map).map_err(err(name))
         }
         Ok(Self {
+            rtt_interval_ns,
+            rtt: take(ebpf, map_names::RTT_HIST)?,
+            connect: take(ebpf, map_names::CONNECT_HIST)?,
+            events: take(ebpf, map_names::TCP_EVENTS)?,
             v4: take(ebpf, map_names::SUBNETS_V4)?,
             v6: take(ebpf, map_names::SUBNETS_V6)?,
             counters: take(ebpf, map_names::COUNTERS)?,
@@ -100,8 +150,20 @@ impl KernelMaps {
             self.v6.remove(&k).map_err(err(name))?;
         }
 
-        let state = State { generation, _pad: 0 };
+        let state = State { generation, _pad: 0, rtt_interval_ns: self.rtt_interval_ns };
         self.state.set(0, &state, 0).map_err(err(map_names::STATE))
+    }
+
+    /// True when the tries hold exactly these prefixes with these slots (an adopted table that
+    /// means what the new one means).
+    pub fn lpm_matches(&self, v4: &[(Ipv4Net, SubnetInfo)], v6: &[(Ipv6Net, SubnetInfo)]) -> bool {
+        let have4: HashSet<(u32, [u8; 4], u32)> =
+            self.v4.iter().filter_map(Result::ok).map(|(k, v)| (k.prefix_len(), k.data(), v.slot)).collect();
+        let have6: HashSet<(u32, [u8; 16], u32)> =
+            self.v6.iter().filter_map(Result::ok).map(|(k, v)| (k.prefix_len(), k.data(), v.slot)).collect();
+        let want4: HashSet<(u32, [u8; 4], u32)> = v4.iter().map(|(n, i)| (key4(n).0, key4(n).1, i.slot)).collect();
+        let want6: HashSet<(u32, [u8; 16], u32)> = v6.iter().map(|(n, i)| (key6(n).0, key6(n).1, i.slot)).collect();
+        have4 == want4 && have6 == want6
     }
 
     /// The kernel's current generation (0 before the first sync).
@@ -130,6 +192,34 @@ impl KernelMaps {
                 Ok((slot, cells))
             })
             .collect()
+    }
+
+    /// Latency histograms and TCP events of the given rows, summed over CPUs.
+    pub fn read_latency(&self, rows: impl IntoIterator<Item = u32>) -> Result<Vec<(u32, RowLatency)>, MapsError> {
+        let sum_cell = |map: &PerCpuArray<MapData, u64>, name: &'static str, i: u32| -> Result<u64, MapsError> {
+            Ok(map.get(&i, 0).map_err(err(name))?.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let mut r = RowLatency::default();
+            for (e, cell) in r.events.iter_mut().enumerate() {
+                *cell = sum_cell(&self.events, map_names::TCP_EVENTS, row * TcpEvent::COUNT + e as u32)?;
+            }
+            let rtt_samples = r.events[TcpEvent::RttSamples as usize];
+            for (map, name, h, known_samples) in [
+                (&self.rtt, map_names::RTT_HIST, &mut r.rtt, rtt_samples),
+                (&self.connect, map_names::CONNECT_HIST, &mut r.connect, 0),
+            ] {
+                let base = row * hist::ROW_STRIDE;
+                h.sum_us = sum_cell(map, name, base + hist::SUM_CELL)?;
+                if h.sum_us == 0 && known_samples == 0 {
+                    continue; // an empty row: skip its bucket reads
+                }
+                h.buckets = (0..hist::BUCKETS).map(|b| sum_cell(map, name, base + b)).collect::<Result<_, _>>()?;
+            }
+            out.push((row, r));
+        }
+        Ok(out)
     }
 
     /// Kernel error counters, summed over CPUs, indexed by [`KernelError`].
@@ -183,6 +273,17 @@ pub fn unmapped_prefix(key: &UnmappedKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket() {
+        let mut h = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        assert_eq!(h.quantile_us(0.5), None);
+        let b = hist::bucket(1500) as usize;
+        h.buckets[b] = 100;
+        let p50 = h.quantile_us(0.5).expect("non-empty");
+        let (lo, hi) = (hist::lower_bound_us(b as u32) as f64, hist::upper_bound_us(b as u32) as f64);
+        assert!((lo..=hi).contains(&p50) && (p50 - 1500.0).abs() / 1500.0 < 0.07, "{p50}");
+    }
 
     #[test]
     fn unmapped_prefixes_render() {

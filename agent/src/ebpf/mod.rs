@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod load;
 pub mod maps;
+pub mod pin;
 pub mod sizes;
 
 pub use attach::{AttachError, Attached, attach, attach_bench_baseline};

@@ -1,4 +1,5 @@
 //! Ways out for the snapshot.
 
 pub mod http;
+pub mod otlp;
 pub mod prometheus;

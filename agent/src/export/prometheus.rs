@@ -19,6 +19,26 @@ pub fn render(s: &Snapshot) -> String {
         series(&mut out, "azflow_tcp_packets_total", &flow_labels(host, k), c.packets);
     }
 
+    header(&mut out, "azflow_tcp_dst_subnet_bytes_total", "counter", "TCP bytes by destination subnet (opt-in with --dst-subnet-series; subnets beyond the cap are summed as dst_subnet=\"other\").");
+    for ((k, sub), c) in &s.subnet_flows {
+        let name = match sub {
+            crate::snapshot::DstSubnet::Cidr(net) => net.to_string(),
+            crate::snapshot::DstSubnet::Overflow => crate::snapshot::DstSubnet::OVERFLOW_LABEL.to_string(),
+            crate::snapshot::DstSubnet::None => continue,
+        };
+        let labels = [
+            ("direction", k.direction.as_str()),
+            ("src_zone", host.zone.as_str()),
+            ("dst_zone", k.dst_zone.as_str()),
+            ("src_zone_id", host.zone_id.as_str()),
+            ("dst_zone_id", k.dst_zone_id.as_str()),
+            ("traffic_class", k.class.as_str()),
+            ("dst_subnet", name.as_str()),
+        ];
+        series(&mut out, "azflow_tcp_dst_subnet_bytes_total", &labels, c.bytes);
+    }
+    latency(&mut out, s);
+
     header(&mut out, "azflow_unmapped_tcp_bytes_total", "counter", "TCP bytes to the busiest destinations in no known subnet, by /24 (IPv4) or /48 (IPv6).");
     for row in &s.unmapped_top {
         for dir in agent_common::Direction::ALL {
@@ -46,6 +66,13 @@ pub fn render(s: &Snapshot) -> String {
         header(&mut out, "azflow_topology_last_load_timestamp_seconds", "gauge", "When the current topology was loaded (Unix time).");
         let _ = writeln!(out, "azflow_topology_last_load_timestamp_seconds {}", unix(t));
     }
+    // The same figures OTLP sends as azflow.agent.topology_age and .map_overflows{map="dst_subnet_series"}.
+    if let Some(age) = crate::export::otlp::instruments::topology_age(s) {
+        header(&mut out, "azflow_topology_age_seconds", "gauge", "Age of the current topology when the snapshot was taken.");
+        let _ = writeln!(out, "azflow_topology_age_seconds {age}");
+    }
+    header(&mut out, "azflow_subnet_series_overflow", "gauge", "dst.subnet series folded into dst.subnet=\"other\" by --otlp-dst-subnet-series.");
+    series(&mut out, "azflow_subnet_series_overflow", &[], s.subnet_series_overflow);
     let mut last_name = "";
     for (name, kind, v) in &s.agent_counters {
         let full = format!("azflow_{name}_total");
@@ -64,10 +91,89 @@ pub fn render(s: &Snapshot) -> String {
     series(
         &mut out,
         "azflow_build_info",
-        &[("version", env!("CARGO_PKG_VERSION")), ("zone", &host.zone), ("zone_id", &host.zone_id)],
+        &[("version", env!("CARGO_PKG_VERSION")), ("region", &host.region), ("zone", &host.zone), ("zone_id", &host.zone_id)],
         1,
     );
     out
+}
+
+/// RTT and connect-time histograms with the kernel's buckets exactly (a sample of n whole
+/// microseconds falls in the bucket whose `le` is the largest whole microsecond it holds), and
+/// the TCP event counters, per destination zone.
+fn latency(out: &mut String, s: &Snapshot) {
+    use agent_common::hist::{self, TcpEvent};
+    let host = &s.host;
+    for (name, help, pick) in [
+        ("azflow_tcp_rtt_seconds", "TCP round-trip time samples (the kernel's own), by destination zone.", 0),
+        ("azflow_tcp_connect_duration_seconds", "Duration of active TCP opens (connect to established), by destination zone.", 1),
+    ] {
+        header(out, name, "histogram", help);
+        for (k, row) in &s.latency {
+            let h = if pick == 0 { &row.rtt } else { &row.connect };
+            if h.buckets.is_empty() {
+                continue;
+            }
+            let labels = zone_labels(host, k);
+            let mut cumulative = 0u64;
+            // The last kernel bucket also takes every longer sample: it is only `+Inf`.
+            let (finite, _) = h.buckets.split_at(h.buckets.len().saturating_sub(1));
+            for (b, n) in finite.iter().enumerate() {
+                cumulative += n;
+                let le = (hist::upper_bound_us(b as u32) - 1) as f64 / 1e6;
+                bucket_line(out, name, &labels, &format!("{le}"), cumulative);
+            }
+            cumulative = h.buckets.iter().sum();
+            bucket_line(out, name, &labels, "+Inf", cumulative);
+            let _ = write!(out, "{name}_sum");
+            label_set(out, &labels);
+            let _ = writeln!(out, " {}", h.sum_us as f64 / 1e6);
+            let _ = write!(out, "{name}_count");
+            label_set(out, &labels);
+            let _ = writeln!(out, " {cumulative}");
+        }
+    }
+    for (event, name, help) in [
+        (TcpEvent::RetransmitSegments, "azflow_tcp_retransmits_total", "TCP segments retransmitted, by destination zone."),
+        (TcpEvent::Rto, "azflow_tcp_rto_total", "TCP retransmission timeouts, by destination zone."),
+        (TcpEvent::RttSamples, "azflow_tcp_rtt_samples_total", "RTT samples taken into the histogram."),
+        (TcpEvent::RttSkipped, "azflow_tcp_rtt_samples_skipped_total", "RTT callbacks skipped by the per-socket sampling interval."),
+    ] {
+        header(out, name, "counter", help);
+        for (k, row) in &s.latency {
+            series(out, name, &zone_labels(host, k), row.events[event as usize]);
+        }
+    }
+}
+
+fn zone_labels<'a>(host: &'a crate::snapshot::HostLabels, k: &'a crate::snapshot::ZoneKey) -> [(&'static str, &'a str); 5] {
+    [
+        ("src_zone", &host.zone),
+        ("dst_zone", &k.dst_zone),
+        ("src_zone_id", &host.zone_id),
+        ("dst_zone_id", &k.dst_zone_id),
+        ("traffic_class", k.class.as_str()),
+    ]
+}
+
+fn bucket_line(out: &mut String, name: &str, labels: &[(&str, &str)], le: &str, v: u64) {
+    let _ = write!(out, "{name}_bucket");
+    let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+    with_le.push(("le", le));
+    label_set(out, &with_le);
+    let _ = writeln!(out, " {v}");
+}
+
+fn label_set(out: &mut String, labels: &[(&str, &str)]) {
+    out.push('{');
+    for (i, (k, val)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"");
+        escape(out, val);
+        out.push('"');
+    }
+    out.push('}');
 }
 
 fn flow_labels<'a>(
@@ -96,16 +202,7 @@ fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
 fn series(out: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
     out.push_str(name);
     if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, val)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{k}=\"");
-            escape(out, val);
-            out.push('"');
-        }
-        out.push('}');
+        label_set(out, labels);
     }
     let _ = writeln!(out, " {v}");
 }
@@ -135,7 +232,7 @@ mod tests {
     #[test]
     fn renders_flows_with_all_six_labels_and_escapes() {
         let mut s = Snapshot {
-            host: HostLabels { zone: "us-east-1a".into(), zone_id: "use1-az1".into(), region: "us-east-1".into() },
+            host: HostLabels { zone: "us-east-1a".into(), zone_id: "use1-az1".into(), region: "us-east-1".into(), ..HostLabels::default() },
             ..Snapshot::default()
         };
         s.flows.insert(

@@ -9,6 +9,7 @@
 //!                                                          ebpf::maps (LPM tries)
 //! ```
 
+pub mod aws;
 pub mod host_interfaces;
 pub mod kernel_table;
 pub mod model;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each suite uses a different part of the harness")]
 
+pub mod aws;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -36,13 +38,24 @@ pub struct Agent {
 impl Agent {
     /// Starts `azflow run` on `cgroup` and waits until it is attached and serving.
     pub fn start(cgroup: &Path, extra: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_azflow"))
+        Agent::start_with(cgroup, extra, |_| {})
+    }
+
+    /// [`Agent::start`], with `configure` applied to the command last (environment for the AWS
+    /// suites). The AWS source is off unless `configure` turns it on: tests never reach a real
+    /// metadata address.
+    pub fn start_with(cgroup: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Agent {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_azflow"));
+        command
             .args(["run", "--cgroup"])
             .arg(cgroup)
             .args(["--prometheus", "127.0.0.1:0", "--console", "never", "--drain-interval", "300ms"])
             .args(extra)
             .env("AZFLOW_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("AZFLOW_AWS", "off")
+            .env("NO_COLOR", "1");
+        configure(&mut command);
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -76,6 +89,7 @@ impl Agent {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("azflow did not attach within 30 s:\n{}", log.lock().expect("log").join("\n"));
     }
 
@@ -108,6 +122,10 @@ impl Agent {
     /// under way while the traffic ended).
     pub fn settled(&self) -> Metrics {
         self.wait_for_drains(2)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,457 @@
+//! `azflow.tcp.rtt` and `azflow.tcp.connect.duration`: the kernel's histograms, sent as they are.
+//!
+//! The SDK cannot carry them: its data types cannot be built outside it (`pub(crate)` in 0.33),
+//! and its histogram instrument aggregates measurements anew. So every export cycle also builds
+//! an OTLP request of its own from the same pinned snapshot — the SDK path's resource and scope,
+//! converted from the very objects the meter provider uses — and the pipeline sends it right
+//! after the SDK's request over the same connection ([`super::transport::RequestSender`]).
+//!
+//! Buckets, one for one: kernel bucket `b` holds the whole-microsecond samples in
+//! `[lower_bound_us(b), upper_bound_us(b) − 1]`, and the last bucket also everything beyond its
+//! nominal range. OTLP explicit bounds are inclusive upper bounds (bucket `i` counts
+//! `bounds[i−1] < v ≤ bounds[i]`), so `bounds[b] = (upper_bound_us(b) − 1) µs` — the same value
+//! as the Prometheus `le` — for every kernel bucket but the last, which is OTLP's overflow
+//! bucket: N kernel buckets, N − 1 bounds, N counts. Sum and count are the kernel's.
+//!
+//! Temporality follows `--otlp-temporality`. Delta points are the growth since the previous
+//! request was built (built every cycle, sent or not — as the SDK's delta counters are), so a
+//! failed export loses that interval's samples, as documented for delta.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use agent_common::hist;
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest,
+    common::v1::{InstrumentationScope, KeyValue},
+    metrics::v1::{
+        AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        metric::Data,
+    },
+    resource::v1::Resource,
+};
+
+use super::{config::Temporality, instruments::zone_attributes};
+use crate::snapshot::{Histogram, RowLatency, Snapshot, ZoneKey};
+
+/// The two histograms of a latency row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Which {
+    Rtt,
+    Connect,
+}
+
+impl Which {
+    pub const ALL: [Which; 2] = [Which::Rtt, Which::Connect];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Rtt => "azflow.tcp.rtt",
+            Which::Connect => "azflow.tcp.connect.duration",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Which::Rtt => "TCP round-trip time samples (the kernel's own), by destination zone; the kernel's buckets.",
+            Which::Connect => "Duration of active TCP opens (connect to established), by destination zone; the kernel's buckets.",
+        }
+    }
+
+    fn of(self, row: &RowLatency) -> &Histogram {
+        match self {
+            Which::Rtt => &row.rtt,
+            Which::Connect => &row.connect,
+        }
+    }
+}
+
+/// The OTLP bound that closes kernel bucket `b`, in seconds: its largest whole microsecond.
+pub fn bound_seconds(b: u32) -> f64 {
+    hist::upper_bound_us(b).saturating_sub(1) as f64 / 1e6
+}
+
+/// Explicit bounds for `buckets` kernel buckets: one fewer, the last kernel bucket being OTLP's
+/// overflow bucket.
+pub fn explicit_bounds(buckets: usize) -> Vec<f64> {
+    (0..buckets.saturating_sub(1)).map(|b| bound_seconds(b as u32)).collect()
+}
+
+/// One OTLP point of a kernel histogram (cumulative, or already a delta), unchanged.
+pub fn data_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, time: SystemTime) -> HistogramDataPoint {
+    HistogramDataPoint {
+        attributes,
+        start_time_unix_nano: nanos(start),
+        time_unix_nano: nanos(time),
+        count: h.buckets.iter().fold(0u64, |a, n| a.saturating_add(*n)),
+        sum: Some(h.sum_us as f64 / 1e6),
+        bucket_counts: h.buckets.clone(),
+        explicit_bounds: explicit_bounds(h.buckets.len()),
+        exemplars: Vec::new(),
+        flags: 0,
+        // The kernel keeps no extremes; OTLP makes them optional.
+        min: None,
+        max: None,
+    }
+}
+
+/// `now − before`, or `now` whole when the series went backwards (a reset).
+fn growth(now: &Histogram, before: &Histogram) -> Histogram {
+    let comparable = before.buckets.len() == now.buckets.len()
+        && before.sum_us <= now.sum_us
+        && before.buckets.iter().zip(&now.buckets).all(|(b, n)| b <= n);
+    if !comparable {
+        return now.clone();
+    }
+    Histogram {
+        buckets: now.buckets.iter().zip(&before.buckets).map(|(n, b)| n - b).collect(),
+        sum_us: now.sum_us - before.sum_us,
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Builds the histogram request of each export cycle.
+#[derive(Debug)]
+pub struct Histograms {
+    resource: Resource,
+    resource_schema_url: String,
+    scope: InstrumentationScope,
+    scope_schema_url: String,
+    delta: bool,
+    /// Start of every cumulative series (the exporter's creation, near the agent's start).
+    start: SystemTime,
+    /// Delta only: the cumulative histograms the previous request was built from, and when.
+    previous: HashMap<(Which, ZoneKey), Histogram>,
+    previous_at: SystemTime,
+}
+
+impl Histograms {
+    /// `resource` and `scope`: the objects the SDK path's meter provider and meter were built with.
+    pub fn new(
+        resource: &opentelemetry_sdk::Resource,
+        scope: &opentelemetry::InstrumentationScope,
+        temporality: Temporality,
+        start: SystemTime,
+    ) -> Self {
+        Self {
+            resource: resource.into(),
+            resource_schema_url: resource.schema_url().unwrap_or_default().to_string(),
+            scope: (scope, None).into(),
+            scope_schema_url: scope.schema_url().unwrap_or_default().to_string(),
+            delta: temporality == Temporality::Delta,
+            start,
+            previous: HashMap::new(),
+            previous_at: start,
+        }
+    }
+
+    /// The request for `snap`, built at `now`; `None` while no histogram has a sample.
+    pub fn request(&mut self, snap: &Snapshot, now: SystemTime) -> Option<ExportMetricsServiceRequest> {
+        let mut metrics = Vec::new();
+        let mut seen = HashMap::new();
+        for which in Which::ALL {
+            let mut points = Vec::new();
+            for (key, row) in &snap.latency {
+                let h = which.of(row);
+                if h.buckets.is_empty() {
+                    continue; // no sample yet
+                }
+                let attributes = zone_attributes(snap, key).iter().map(KeyValue::from).collect();
+                let series = (which, key.clone());
+                let point = if self.delta {
+                    let grown = self.previous.get(&series).map_or_else(|| h.clone(), |before| growth(h, before));
+                    data_point(attributes, &grown, self.previous_at, now)
+                } else {
+                    data_point(attributes, h, self.start, now)
+                };
+                points.push(point);
+                if self.delta {
+                    seen.insert(series, h.clone());
+                }
+            }
+            if points.is_empty() {
+                continue;
+            }
+            let temporality = if self.delta { AggregationTemporality::Delta } else { AggregationTemporality::Cumulative };
+            metrics.push(Metric {
+                name: which.name().to_string(),
+                description: which.description().to_string(),
+                unit: "s".to_string(),
+                metadata: Vec::new(),
+                data: Some(Data::Histogram(OtlpHistogram { data_points: points, aggregation_temporality: temporality as i32 })),
+            });
+        }
+        if self.delta {
+            self.previous = seen;
+            self.previous_at = now;
+        }
+        if metrics.is_empty() {
+            return None;
+        }
+        Some(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(self.scope.clone()),
+                    metrics,
+                    schema_url: self.scope_schema_url.clone(),
+                }],
+                schema_url: self.resource_schema_url.clone(),
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use agent_common::{TrafficClass, hist::TcpEvent};
+    use opentelemetry::{KeyValue as SdkKeyValue, metrics::MeterProvider as _};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, data::ResourceMetrics as SdkResourceMetrics, reader::MetricReader};
+
+    use super::*;
+    use crate::snapshot::HostLabels;
+
+    const N: usize = hist::BUCKETS as usize;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// A histogram of whole-microsecond samples, filled the way the kernel fills it.
+    fn kernel_histogram(samples_us: &[u64]) -> Histogram {
+        let mut h = Histogram { buckets: vec![0; N], sum_us: 0 };
+        for s in samples_us {
+            h.buckets[hist::bucket(*s) as usize] += 1;
+            h.sum_us += s;
+        }
+        h
+    }
+
+    fn zone(zone: &str, id: &str, class: TrafficClass) -> ZoneKey {
+        ZoneKey { dst_zone: zone.into(), dst_zone_id: id.into(), class }
+    }
+
+    fn snapshot(rows: Vec<(ZoneKey, RowLatency)>) -> Snapshot {
+        Snapshot {
+            host: HostLabels { zone: "us-east-1a".into(), zone_id: "use1-az1".into(), region: "us-east-1".into(), ..HostLabels::default() },
+            latency: rows.into_iter().collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn builder(temporality: Temporality) -> Histograms {
+        let resource = opentelemetry_sdk::Resource::builder_empty().with_attribute(SdkKeyValue::new("service.name", "azflow")).build();
+        let scope = opentelemetry::InstrumentationScope::builder("azflow").with_version("9.9.9").build();
+        Histograms::new(&resource, &scope, temporality, at(1000))
+    }
+
+    fn attributes(p: &HistogramDataPoint) -> BTreeMap<String, String> {
+        p.attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    }
+
+    fn metrics(req: &ExportMetricsServiceRequest) -> Vec<&Metric> {
+        req.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics).collect()
+    }
+
+    fn points<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> Vec<&'a HistogramDataPoint> {
+        let mut out = Vec::new();
+        for m in metrics(req).into_iter().filter(|m| m.name == name) {
+            match &m.data {
+                Some(Data::Histogram(h)) => out.extend(&h.data_points),
+                other => panic!("{name} is not a histogram: {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bounds_close_each_kernel_bucket_at_its_largest_microsecond() {
+        let bounds = explicit_bounds(N);
+        assert_eq!(bounds.len(), N - 1);
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert_eq!(&bounds[..3], &[0.0, 0.000001, 0.000002]);
+        assert_eq!(bounds[15], 0.000015);
+        assert_eq!(bounds[16], 0.000017, "first log-linear bucket is 16..=17 µs");
+        for (b, bound) in bounds.iter().enumerate() {
+            assert_eq!(*bound, (hist::upper_bound_us(b as u32) - 1) as f64 / 1e6, "the Prometheus le of bucket {b}");
+        }
+        // OTLP's rule (bounds[i-1] < v ≤ bounds[i], last bucket unbounded) puts every whole
+        // microsecond, in range or far beyond, in the kernel's bucket.
+        let mut v = 0u64;
+        while v < 100_000_000 {
+            let s = v as f64 / 1e6;
+            let otlp = bounds.partition_point(|b| *b < s);
+            assert_eq!(otlp, hist::bucket(v) as usize, "{v} µs");
+            v = v + 1 + v / 61;
+        }
+    }
+
+    #[test]
+    fn a_hand_built_row_is_exported_bucket_for_bucket() {
+        let rtt = kernel_histogram(&[0, 5, 5, 16, 17, 18, 1499, 1500, 1501, 1600, 250_000, 60_000_000]);
+        let connect = kernel_histogram(&[1520, 1530, 3000]);
+        let mut events = [0u64; TcpEvent::COUNT as usize];
+        events[TcpEvent::RetransmitSegments as usize] = 4;
+        let b = zone("us-east-1b", "use1-az2", TrafficClass::CrossAz);
+        let internet = zone("internet", "internet", TrafficClass::Internet);
+        let snap = snapshot(vec![
+            (b.clone(), RowLatency { rtt: rtt.clone(), connect: connect.clone(), events }),
+            // Events but no sample: no point.
+            (internet, RowLatency { events, ..RowLatency::default() }),
+        ]);
+        let req = builder(Temporality::Cumulative).request(&snap, at(1060)).expect("a request");
+
+        let names: Vec<(&str, &str)> = metrics(&req).iter().map(|m| (m.name.as_str(), m.unit.as_str())).collect();
+        assert_eq!(names, [("azflow.tcp.rtt", "s"), ("azflow.tcp.connect.duration", "s")]);
+        for m in metrics(&req) {
+            let Some(Data::Histogram(h)) = &m.data else { panic!("{} is not a histogram", m.name) };
+            assert_eq!(h.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        }
+        for (name, want) in [("azflow.tcp.rtt", &rtt), ("azflow.tcp.connect.duration", &connect)] {
+            let p = points(&req, name);
+            assert_eq!(p.len(), 1, "{name}: one point, the row with samples");
+            let p = p[0];
+            assert_eq!(p.bucket_counts, want.buckets, "{name}: the kernel's counts");
+            assert_eq!(p.explicit_bounds, explicit_bounds(N));
+            assert_eq!(p.count, want.buckets.iter().sum::<u64>());
+            assert_eq!(p.sum, Some(want.sum_us as f64 / 1e6));
+            assert_eq!((p.min, p.max), (None, None));
+            assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (1000 * 1_000_000_000, 1060 * 1_000_000_000));
+            let a = attributes(p);
+            assert_eq!(
+                a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+                [
+                    ("azflow.traffic.class", "cross_az"),
+                    ("dst.zone", "us-east-1b"),
+                    ("dst.zone_id", "use1-az2"),
+                    ("src.zone", "us-east-1a"),
+                    ("src.zone_id", "use1-az1"),
+                ]
+            );
+        }
+        let p = points(&req, "azflow.tcp.rtt")[0];
+        assert_eq!(p.count, 12);
+        assert_eq!(p.bucket_counts[5], 2);
+        assert_eq!(p.bucket_counts[N - 1], 1, "60 s is in the last kernel bucket, OTLP's overflow bucket");
+        assert_eq!(p.sum, Some(60_256_161.0 / 1e6), "the kernel's sum of whole microseconds, in seconds");
+    }
+
+    #[test]
+    fn no_samples_no_request() {
+        let mut h = builder(Temporality::Cumulative);
+        assert!(h.request(&snapshot(vec![]), at(1001)).is_none());
+        let row = RowLatency { events: [1, 2, 0, 0], ..RowLatency::default() };
+        assert!(h.request(&snapshot(vec![(zone("a", "b", TrafficClass::SameAz), row)]), at(1002)).is_none());
+    }
+
+    #[test]
+    fn delta_sends_the_growth_since_the_previous_request() {
+        let b = zone("us-east-1b", "use1-az2", TrafficClass::CrossAz);
+        let c = zone("us-east-1c", "use1-az3", TrafficClass::CrossAz);
+        let first = kernel_histogram(&[1500, 1500, 20]);
+        let second = kernel_histogram(&[1500, 1500, 20, 1500, 3000]);
+        let mut h = builder(Temporality::Delta);
+        let req = h
+            .request(&snapshot(vec![(b.clone(), RowLatency { rtt: first.clone(), ..RowLatency::default() })]), at(1010))
+            .expect("request");
+        for m in metrics(&req) {
+            let Some(Data::Histogram(hh)) = &m.data else { panic!("not a histogram") };
+            assert_eq!(hh.aggregation_temporality, AggregationTemporality::Delta as i32);
+        }
+        let p = points(&req, "azflow.tcp.rtt")[0];
+        assert_eq!((p.count, p.start_time_unix_nano), (3, 1000 * 1_000_000_000), "first: everything since the start");
+
+        let later = kernel_histogram(&[700]);
+        let snap = snapshot(vec![
+            (b.clone(), RowLatency { rtt: second.clone(), ..RowLatency::default() }),
+            (c, RowLatency { rtt: later.clone(), ..RowLatency::default() }),
+        ]);
+        let req = h.request(&snap, at(1020)).expect("request");
+        let p = points(&req, "azflow.tcp.rtt");
+        assert_eq!(p.len(), 2);
+        let pb = p.iter().find(|p| attributes(p)["dst.zone_id"] == "use1-az2").expect("b");
+        assert_eq!((pb.start_time_unix_nano, pb.time_unix_nano), (1010 * 1_000_000_000, 1020 * 1_000_000_000));
+        assert_eq!(pb.count, 2);
+        assert_eq!(pb.sum, Some(0.0045));
+        assert_eq!(pb.bucket_counts[hist::bucket(1500) as usize], 1);
+        assert_eq!(pb.bucket_counts[hist::bucket(3000) as usize], 1);
+        assert_eq!(pb.bucket_counts.iter().sum::<u64>(), 2);
+        let pc = p.iter().find(|p| attributes(p)["dst.zone_id"] == "use1-az3").expect("c");
+        assert_eq!((pc.count, pc.bucket_counts.clone(), pc.start_time_unix_nano), (1, later.buckets, 1010 * 1_000_000_000));
+
+        // Nothing new: zero-count points, not silence.
+        let req = h.request(&snap, at(1030)).expect("request");
+        assert!(points(&req, "azflow.tcp.rtt").iter().all(|p| p.count == 0 && p.sum == Some(0.0)));
+
+        // A series that went backwards starts over.
+        let snap = snapshot(vec![(b, RowLatency { rtt: first.clone(), ..RowLatency::default() })]);
+        let req = h.request(&snap, at(1040)).expect("request");
+        assert_eq!(points(&req, "azflow.tcp.rtt")[0].bucket_counts, first.buckets);
+    }
+
+    #[derive(Debug, Clone)]
+    struct Reader(std::sync::Arc<ManualReader>);
+
+    impl MetricReader for Reader {
+        fn register_pipeline(&self, p: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
+            self.0.register_pipeline(p);
+        }
+        fn collect(&self, rm: &mut SdkResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.collect(rm)
+        }
+        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.shutdown_with_timeout(t)
+        }
+        fn temporality(&self, kind: opentelemetry_sdk::metrics::InstrumentKind) -> opentelemetry_sdk::metrics::Temporality {
+            self.0.temporality(kind)
+        }
+    }
+
+    /// The SDK's request and ours carry the same resource and scope.
+    #[test]
+    fn resource_and_scope_are_the_sdk_paths() {
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes([SdkKeyValue::new("service.name", "azflow"), SdkKeyValue::new("host.id", "i-1"), SdkKeyValue::new("team", "net")])
+            .build();
+        let scope = opentelemetry::InstrumentationScope::builder("azflow").with_version(env!("CARGO_PKG_VERSION")).build();
+        let reader = Reader(std::sync::Arc::new(ManualReader::builder().build()));
+        let provider = SdkMeterProvider::builder().with_resource(resource.clone()).with_reader(reader.clone()).build();
+        let meter = provider.meter_with_scope(scope.clone());
+        meter.u64_observable_counter("x").with_callback(|o| o.observe(1, &[])).build();
+        let mut rm = SdkResourceMetrics::default();
+        reader.collect(&mut rm).expect("collects");
+        let sdk = ExportMetricsServiceRequest::from(&rm);
+
+        let snap = snapshot(vec![(zone("b", "b-id", TrafficClass::CrossAz), RowLatency { rtt: kernel_histogram(&[10]), ..RowLatency::default() })]);
+        let ours = Histograms::new(&resource, &scope, Temporality::Cumulative, at(1)).request(&snap, at(2)).expect("request");
+        let sorted = |r: &ResourceMetrics| {
+            let mut a: Vec<String> = r.resource.as_ref().expect("resource").attributes.iter().map(|kv| format!("{kv:?}")).collect();
+            a.sort();
+            a
+        };
+        let (s, o) = (&sdk.resource_metrics[0], &ours.resource_metrics[0]);
+        assert_eq!(sorted(s), sorted(o));
+        assert_eq!(sorted(o).len(), 3);
+        assert_eq!(s.schema_url, o.schema_url);
+        assert_eq!(s.scope_metrics[0].scope, o.scope_metrics[0].scope);
+        assert_eq!(o.scope_metrics[0].scope.as_ref().map(|s| s.name.as_str()), Some("azflow"));
+        assert_eq!(s.scope_metrics[0].schema_url, o.scope_metrics[0].schema_url);
+    }
+}
