@@ -403,26 +403,6 @@ mod tests {
         assert_eq!(points(&req, "azflow.tcp.rtt")[0].bucket_counts, first.buckets);
     }
 
-    #[derive(Debug, Clone)]
-    struct Reader(std::sync::Arc<ManualReader>);
-
-    impl MetricReader for Reader {
-        fn register_pipeline(&self, p: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
-            self.0.register_pipeline(p);
-        }
-        fn collect(&self, rm: &mut SdkResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.collect(rm)
-        }
-        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-            Ok(())
-        }
-        fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.shutdown_with_timeout(t)
-        }
-        fn temporality(&self, kind: opentelemetry_sdk::metrics::InstrumentKind) -> opentelemetry_sdk::metrics::Temporality {
-            self.0.temporality(kind)
-        }
-    }
 
     /// The SDK's request and ours carry the same resource and scope.
     #[test]
@@ -431,7 +411,7 @@ mod tests {
             .with_attributes([SdkKeyValue::new("service.name", "azflow"), SdkKeyValue::new("host.id", "i-1"), SdkKeyValue::new("team", "net")])
             .build();
         let scope = opentelemetry::InstrumentationScope::builder("azflow").with_version(env!("CARGO_PKG_VERSION")).build();
-        let reader = Reader(std::sync::Arc::new(ManualReader::builder().build()));
+        let reader = crate::export::otlp::test_reader::Reader(std::sync::Arc::new(ManualReader::builder().build()));
         let provider = SdkMeterProvider::builder().with_resource(resource.clone()).with_reader(reader.clone()).build();
         let meter = provider.meter_with_scope(scope.clone());
         meter.u64_observable_counter("x").with_callback(|o| o.observe(1, &[])).build();

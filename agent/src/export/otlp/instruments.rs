@@ -270,32 +270,12 @@ mod tests {
     use super::*;
     use crate::snapshot::HostLabels;
 
-    #[derive(Debug, Clone)]
-    struct Reader(Arc<ManualReader>);
-
-    impl MetricReader for Reader {
-        fn register_pipeline(&self, p: std::sync::Weak<opentelemetry_sdk::metrics::Pipeline>) {
-            self.0.register_pipeline(p);
-        }
-        fn collect(&self, rm: &mut ResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.collect(rm)
-        }
-        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-            Ok(())
-        }
-        fn shutdown_with_timeout(&self, t: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.shutdown_with_timeout(t)
-        }
-        fn temporality(&self, kind: opentelemetry_sdk::metrics::InstrumentKind) -> opentelemetry_sdk::metrics::Temporality {
-            self.0.temporality(kind)
-        }
-    }
 
     /// (metric, unit, attributes, value) of every number point.
     type Point = (String, String, BTreeMap<String, String>, f64);
 
     fn collect(snap: Snapshot, dst_subnet: bool) -> Vec<Point> {
-        let reader = Reader(Arc::new(ManualReader::builder().build()));
+        let reader = crate::export::otlp::test_reader::Reader(Arc::new(ManualReader::builder().build()));
         let provider = SdkMeterProvider::builder().with_reader(reader.clone()).build();
         let cell = SnapshotCell::default();
         let mut inst = Instruments::register(provider.meter("test"), cell.clone(), dst_subnet);
@@ -405,7 +385,7 @@ mod tests {
 
     #[test]
     fn delta_temporality_sends_the_growth_since_the_last_export() {
-        let reader = Reader(Arc::new(
+        let reader = crate::export::otlp::test_reader::Reader(Arc::new(
             ManualReader::builder().with_temporality(opentelemetry_sdk::metrics::Temporality::Delta).build(),
         ));
         let provider = SdkMeterProvider::builder().with_reader(reader.clone()).build();

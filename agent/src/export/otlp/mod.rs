@@ -20,6 +20,8 @@ pub mod instruments;
 mod pipeline;
 pub mod resource;
 pub mod transport;
+#[cfg(test)]
+mod test_reader;
 
 pub use config::{OtlpArgs, OtlpConfig};
 pub use pipeline::{FINAL_EXPORT_BUDGET, OtlpExporter};
