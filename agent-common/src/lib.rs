@@ -6,10 +6,11 @@
 #![no_std]
 
 pub mod hist;
+pub mod nat;
 
 /// Bumped whenever a map layout or meaning changes; pinned maps carry it in their path so a new
 /// agent never misreads an old layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Map names, shared so user space never spells one differently from the kernel.
 pub mod map_names {
@@ -23,10 +24,14 @@ pub mod map_names {
     pub const RTT_HIST: &str = "AZF_RTT_HIST";
     pub const CONNECT_HIST: &str = "AZF_CONNECT_HIST";
     pub const TCP_EVENTS: &str = "AZF_TCP_EVENTS";
+    pub const NAT: &str = "AZF_NAT";
+    pub const NAT_PENDING: &str = "AZF_NAT_PENDING";
+    pub const NAT_STATS: &str = "AZF_NAT_STATS";
 
     /// Every map, for pinning.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 13] = [
         SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
+        NAT, NAT_PENDING, NAT_STATS,
     ];
 }
 
@@ -48,6 +53,10 @@ pub mod default_sizes {
     pub const LPM_PREFIXES: u32 = 4096;
     /// Distinct unmapped /24 (v4) or /48 (v6) prefixes remembered.
     pub const UNMAPPED_PREFIXES: u32 = 1024;
+    /// Connections whose real remote end user space has named (an LRU: stale ones fall out).
+    pub const NAT_ENTRIES: u32 = 65536;
+    /// Connections whose bytes are held until their real remote end is known.
+    pub const NAT_PENDING: u32 = 16384;
 }
 
 /// Traffic class of a destination, as seen from this host.
@@ -147,6 +156,10 @@ pub struct SubnetInfo {
 /// unmapped list so users can find subnets their topology misses.
 pub const SUBNET_FLAG_UNMAPPED: u8 = 1;
 
+/// A destination that may be a NAT front (a Service VIP): a socket's first packet to it makes the
+/// socket pending until the node's conntrack names the real remote end (see [`nat`]).
+pub const SUBNET_FLAG_NAT_CANDIDATE: u8 = 2;
+
 /// Zone index meaning "no zone" (catch-all ranges).
 pub const ZONE_NONE: u16 = u16::MAX;
 
@@ -210,21 +223,32 @@ pub struct UnmappedValue {
 }
 
 /// Socket-local state: the cached classification (so the LPM lookup runs once per socket and
-/// topology generation, not once per packet) and the sock_ops timestamps.
+/// topology generation, not once per packet), how NAT was resolved, and the sock_ops timestamps.
 ///
-/// Layout (32 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `_pad: u32 @12`,
-/// `connect_start_ns: u64 @16`, `rtt_sampled_ns: u64 @24`.
+/// Layout (56 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `nat: u8 @12`,
+/// `nat_family: u8 @13`, `_pad: u16 @14`, `connect_start_ns: u64 @16`, `rtt_sampled_ns: u64 @24`,
+/// `held_connect_us: u64 @32`, `nat_remote: [u8; 16] @40`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockClass {
+pub struct SockState {
     /// [`State::generation`] at classification time; 0 means "not classified yet".
     pub generation: u32,
     pub info: SubnetInfo,
-    pub _pad: u32,
+    /// [`nat::state`] value.
+    pub nat: u8,
+    /// 4 or 6: the family of `nat_remote` (0 when unresolved).
+    pub nat_family: u8,
+    pub _pad: u16,
     /// `bpf_ktime_get_ns` when an active open started; 0 when none is pending.
     pub connect_start_ns: u64,
     /// When this socket's last RTT sample was taken (sampling interval).
     pub rtt_sampled_ns: u64,
+    /// A connect duration measured while the socket was NAT-pending: recorded under the real
+    /// destination once it is known (0: none held).
+    pub held_connect_us: u64,
+    /// The real remote end of a NAT-resolved socket, so a topology refresh re-classifies it by
+    /// the backend, not by the VIP its packets carry.
+    pub nat_remote: [u8; 16],
 }
 
 /// Index 0 of the single-entry state array user space writes.
@@ -307,8 +331,9 @@ mod pod {
     unsafe impl aya::Pod for UnmappedKey {}
     // SAFETY: repr(C), u64 arrays only, no padding.
     unsafe impl aya::Pod for UnmappedValue {}
-    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + explicit u32 pad + two u64: no implicit padding.
-    unsafe impl aya::Pod for SockClass {}
+    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + u8 + u8 + explicit u16 pad + three u64 + [u8; 16]:
+    // no implicit padding (56 bytes).
+    unsafe impl aya::Pod for SockState {}
     // SAFETY: repr(C), two u32 then a u64, no implicit padding.
     unsafe impl aya::Pod for State {}
 }
@@ -326,7 +351,7 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnmappedKey>(), 20);
         assert_eq!(size_of::<UnmappedValue>(), 32);
-        assert_eq!(size_of::<SockClass>(), 32);
+        assert_eq!(size_of::<SockState>(), 56);
         assert_eq!(size_of::<State>(), 16);
     }
 

@@ -1,24 +1,35 @@
-//! Per-packet accounting: one socket-cache read and two atomic adds on the hot path.
+//! Per-packet accounting. The hot path is one socket-cache read, one comparison and two atomic
+//! adds; sockets seen for the first time, after a topology change, or waiting for their NAT
+//! mapping take the slow path (`slow_socket`).
 
 use agent_common::{
-    Direction, KernelError, SUBNET_FLAG_UNMAPPED, SubnetInfo, UnmappedValue,
-    counter_index, wire_bytes, wire_packets,
+    Direction, KernelError, SUBNET_FLAG_NAT_CANDIDATE, SUBNET_FLAG_UNMAPPED, SockState, SubnetInfo,
+    UnmappedValue, counter_index,
+    nat::{self as natabi, NatStat, Refresh, state},
+    wire_bytes, wire_packets,
 };
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, __sk_buff, bpf_sock},
+    bindings::{BPF_NOEXIST, __sk_buff},
     helpers::generated::bpf_sk_fullsock,
     programs::SkBuffContext,
 };
 
 use crate::{
-    classify::{self, IPPROTO_TCP},
-    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_UNMAPPED},
-    sockcache,
+    classify::{self, IPPROTO_TCP, IpInfo},
+    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_UNMAPPED},
+    nat, sockcache,
 };
 
 const TCP_LISTEN: u32 = 10;
 const SOCK_STREAM: u32 = 1;
+
+/// One packet's length fields, read once from the context.
+#[derive(Clone, Copy)]
+struct Len {
+    len: u32,
+    gso_segs: u32,
+}
 
 #[inline(always)]
 pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
@@ -26,86 +37,193 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     // SAFETY: the context pointer is the kernel's __sk_buff for the whole program run; the
     // verifier rewrites these field reads into safe loads.
     let (len, gso_segs, sk) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).__bindgen_anon_2.sk) };
+    let l = Len { len, gso_segs };
 
-    let Some(info) = classify_packet(ctx, dir, sk) else { return };
-
-    let segs = wire_packets(gso_segs);
-    let bytes = if segs > 1 { gso_wire_bytes(ctx, dir, len, gso_segs) } else { u64::from(len) };
-    add_counter(counter_index(info.slot, dir), bytes, segs);
-
-    if info.flags & SUBNET_FLAG_UNMAPPED != 0 {
-        note_unmapped(ctx, dir, bytes, segs);
-    }
-}
-
-/// The subnet of this packet's remote end: from the socket's cache when it is current,
-/// otherwise by LPM lookup (then cached for the socket's later packets). `None`: not TCP.
-#[inline(always)]
-fn classify_packet(ctx: &SkBuffContext, dir: Direction, sk: *mut bpf_sock) -> Option<SubnetInfo> {
     // SAFETY: bpf_sk_fullsock accepts any socket pointer taken from the skb.
     let full = if sk.is_null() { sk } else { unsafe { bpf_sk_fullsock(sk) } };
     if full.is_null() {
         // Request and time-wait sockets (SYN-ACK, last ACKs): no cache, classify this packet.
-        return classify_uncached(ctx, dir);
+        return uncached(ctx, dir, l);
     }
     // SAFETY: `full` is a non-NULL full socket returned by the helper.
-    let (protocol, sock_type, state) = unsafe { ((*full).protocol, (*full).type_, (*full).state) };
+    let (protocol, sock_type, sk_state) = unsafe { ((*full).protocol, (*full).type_, (*full).state) };
     if protocol != u32::from(IPPROTO_TCP) || sock_type != SOCK_STREAM {
-        return None;
+        return;
     }
     let generation = sockcache::generation();
     // A listener's packets (SYN-ACKs) belong to many peers: never cache on it. Generation 0
     // means user space has not written a topology yet.
-    if state == TCP_LISTEN || generation == 0 {
-        return classify_uncached(ctx, dir);
+    if sk_state == TCP_LISTEN || generation == 0 {
+        return uncached(ctx, dir, l);
     }
     // SAFETY: `full` is a full socket from bpf_sk_fullsock.
     let cache = unsafe { sockcache::storage(full) };
     if cache.is_null() {
         count_error(KernelError::SockStorage);
-        return classify_uncached(ctx, dir);
+        return uncached(ctx, dir, l);
     }
     // SAFETY: non-NULL socket storage of our value type, valid for this program run.
-    unsafe {
-        if (*cache).generation == generation {
-            return Some((*cache).info);
-        }
+    let (cached, nat_state) = unsafe { ((*cache).generation, (*cache).nat) };
+    if cached == generation && nat_state <= state::RESOLVED {
+        // SAFETY: as above.
+        let info = unsafe { (*cache).info };
+        return count(ctx, dir, l, info, None);
     }
-    let info = classify_uncached(ctx, dir)?;
-    // SAFETY: as above; a concurrent writer on another CPU writes the same value.
-    unsafe {
-        (*cache).info = info;
-        (*cache).generation = generation;
-    }
-    Some(info)
+    // SAFETY: as above.
+    unsafe { slow_socket(ctx, dir, l, cache, generation) };
 }
 
+/// Everything but the hot path for a socket with storage.
+///
+/// # Safety
+/// `cache` is this socket's non-NULL storage.
 #[inline(always)]
-fn classify_uncached(ctx: &SkBuffContext, dir: Direction) -> Option<SubnetInfo> {
+unsafe fn slow_socket(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockState, generation: u32) {
     let Some(ip) = classify::parse_ip(ctx, dir) else {
         count_error(KernelError::HeaderLoad);
-        return None;
+        return;
     };
     if ip.protocol != IPPROTO_TCP {
-        return None;
+        return;
     }
-    Some(classify::lookup(&ip))
+    // SAFETY: per the contract (every access below).
+    let (cached, nat_state) = unsafe { ((*cache).generation, (*cache).nat) };
+    match natabi::refresh(cached, nat_state, generation) {
+        Refresh::UseCached => {
+            let info = unsafe { (*cache).info };
+            count(ctx, dir, l, info, Some(&ip));
+            if nat_state == state::UNRESOLVED {
+                count_unresolved(ctx, dir, l, &ip);
+            }
+        }
+        Refresh::ReclassifyResolved => {
+            let info = unsafe { classify::lookup_addr((*cache).nat_family, (*cache).nat_remote) };
+            unsafe {
+                (*cache).info = info;
+                (*cache).generation = generation;
+            }
+            count(ctx, dir, l, info, Some(&ip));
+        }
+        Refresh::ClassifyPacket { first } => {
+            let info = classify::lookup(&ip);
+            unsafe {
+                (*cache).info = info;
+                (*cache).generation = generation;
+            }
+            if first && info.flags & SUBNET_FLAG_NAT_CANDIDATE != 0 {
+                unsafe { (*cache).nat = state::PENDING };
+                nat::stat(NatStat::Pending, 1);
+                unsafe { pending(ctx, dir, l, cache, generation, &ip) };
+                return;
+            }
+            count(ctx, dir, l, info, Some(&ip));
+            if nat_state == state::UNRESOLVED {
+                count_unresolved(ctx, dir, l, &ip);
+            }
+        }
+        Refresh::TryResolve => unsafe { pending(ctx, dir, l, cache, generation, &ip) },
+    }
 }
 
-/// Wire bytes of a GSO super-packet: each extra segment repeats the IP and TCP headers. The
-/// header is read again here; at one read per super-packet that is cheaper than carrying it.
+/// A pending socket's packet: resolved now, given up on, or held.
 #[inline(always)]
-fn gso_wire_bytes(ctx: &SkBuffContext, dir: Direction, len: u32, gso_segs: u32) -> u64 {
-    let Some(ip) = classify::parse_ip(ctx, dir) else {
+unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockState, generation: u32, ip: &IpInfo) {
+    let Some(key) = classify::nat_key(ctx, dir, ip) else {
         count_error(KernelError::TcpHeaderLoad);
-        return u64::from(len);
+        return count(ctx, dir, l, classify::lookup(ip), Some(ip));
+    };
+    // SAFETY: the caller's contract (every access below).
+    let answer = unsafe { nat::try_resolve(cache, &key, generation) };
+    match answer.code {
+        nat::ANSWER_RESOLVED => count(ctx, dir, l, answer.info, Some(ip)),
+        nat::ANSWER_UNRESOLVED => {
+            let pre = classify::lookup(ip);
+            unsafe { nat::give_up(cache, &key, pre, generation) };
+            count(ctx, dir, l, pre, Some(ip));
+            count_unresolved(ctx, dir, l, ip);
+        }
+        _ => {
+            let pre = unsafe { if (*cache).generation == generation { (*cache).info } else { classify::lookup(ip) } };
+            let (bytes, packets) = wire(ctx, dir, l, Some(ip));
+            if !nat::hold(&key, pre.slot, dir as usize, bytes, packets) {
+                nat::stat(NatStat::PendingFull, 1);
+                unsafe { nat::give_up(cache, &key, pre, generation) };
+                count(ctx, dir, l, pre, Some(ip));
+                count_unresolved(ctx, dir, l, ip);
+            }
+        }
+    }
+}
+
+/// A packet without socket storage: classified on its own. A NAT candidate's mapping is used
+/// when known (the last ACKs of a resolved connection come from a time-wait socket).
+#[inline(always)]
+fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len) {
+    let Some(ip) = classify::parse_ip(ctx, dir) else {
+        count_error(KernelError::HeaderLoad);
+        return;
+    };
+    if ip.protocol != IPPROTO_TCP {
+        return;
+    }
+    let mut info = classify::lookup(&ip);
+    if info.flags & SUBNET_FLAG_NAT_CANDIDATE != 0
+        && let Some(key) = classify::nat_key(ctx, dir, &ip)
+        // SAFETY: a copy out of the map value.
+        && let Some(t) = unsafe { AZF_NAT.get(&key).copied() }
+        && t.state == natabi::target::RESOLVED
+    {
+        info = classify::lookup_addr(t.family, t.remote);
+    }
+    count(ctx, dir, l, info, Some(&ip));
+}
+
+/// Wire bytes and packets of this packet: a GSO super-packet repeats the IP and TCP headers once
+/// per extra segment.
+#[inline(always)]
+fn wire(ctx: &SkBuffContext, dir: Direction, l: Len, parsed: Option<&IpInfo>) -> (u64, u64) {
+    let segs = wire_packets(l.gso_segs);
+    if segs <= 1 {
+        return (u64::from(l.len), segs);
+    }
+    (gso_wire_bytes(ctx, dir, l.len, l.gso_segs, parsed), segs)
+}
+
+#[inline(always)]
+fn count(ctx: &SkBuffContext, dir: Direction, l: Len, info: SubnetInfo, parsed: Option<&IpInfo>) {
+    let (bytes, segs) = wire(ctx, dir, l, parsed);
+    add_counter(counter_index(info.slot, dir), bytes, segs);
+    if info.flags & SUBNET_FLAG_UNMAPPED != 0 {
+        note_unmapped(ctx, dir, bytes, segs, parsed);
+    }
+}
+
+#[inline(always)]
+fn count_unresolved(ctx: &SkBuffContext, dir: Direction, l: Len, ip: &IpInfo) {
+    let (bytes, segs) = wire(ctx, dir, l, Some(ip));
+    nat::stat(NatStat::unresolved_bytes(dir), bytes);
+    nat::stat(NatStat::unresolved_packets(dir), segs);
+}
+
+/// Wire bytes of a GSO super-packet: each extra segment repeats the IP and TCP headers.
+#[inline(always)]
+fn gso_wire_bytes(ctx: &SkBuffContext, dir: Direction, len: u32, gso_segs: u32, parsed: Option<&IpInfo>) -> u64 {
+    let header_len = match parsed {
+        Some(ip) => ip.header_len,
+        None => match classify::parse_ip(ctx, dir) {
+            Some(ip) => ip.header_len,
+            None => {
+                count_error(KernelError::TcpHeaderLoad);
+                return u64::from(len);
+            }
+        },
     };
     // Data offset: the high nibble of byte 12 of the TCP header, in 32-bit words.
-    let Ok(doff) = ctx.load::<u8>(ip.header_len as usize + 12) else {
+    let Ok(doff) = ctx.load::<u8>(header_len as usize + 12) else {
         count_error(KernelError::TcpHeaderLoad);
         return u64::from(len);
     };
-    wire_bytes(len, gso_segs, ip.header_len + u32::from(doff >> 4) * 4)
+    wire_bytes(len, gso_segs, header_len + u32::from(doff >> 4) * 4)
 }
 
 #[inline(always)]
@@ -124,12 +242,17 @@ fn add_counter(index: u32, bytes: u64, packets: u64) {
 }
 
 #[inline(always)]
-fn note_unmapped(ctx: &SkBuffContext, dir: Direction, bytes: u64, packets: u64) {
-    let Some(ip) = classify::parse_ip(ctx, dir) else {
-        count_error(KernelError::HeaderLoad);
-        return;
+fn note_unmapped(ctx: &SkBuffContext, dir: Direction, bytes: u64, packets: u64, parsed: Option<&IpInfo>) {
+    let key = match parsed {
+        Some(ip) => ip.unmapped_key(),
+        None => match classify::parse_ip(ctx, dir) {
+            Some(ip) => ip.unmapped_key(),
+            None => {
+                count_error(KernelError::HeaderLoad);
+                return;
+            }
+        },
     };
-    let key = ip.unmapped_key();
     let d = dir as usize;
     if let Some(v) = AZF_UNMAPPED.get_ptr_mut(&key) {
         // SAFETY: per-CPU LRU value of our type; d < 2.

@@ -3,7 +3,7 @@
 //! Values here are plain, fully initialised structs: copying an enum whose inactive bytes are
 //! undefined makes LLVM emit reads of uninitialised registers, which the verifier rejects.
 
-use agent_common::{Direction, SubnetInfo, UnmappedKey};
+use agent_common::{Direction, SubnetInfo, UnmappedKey, nat::NatKey};
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::SkBuffContext};
 
 use crate::maps::{AZF_SUBNETS_V4, AZF_SUBNETS_V6};
@@ -57,6 +57,31 @@ pub fn parse_ip(ctx: &SkBuffContext, dir: Direction) -> Option<IpInfo> {
         }
         _ => None,
     }
+}
+
+/// The connection's tuple as the local socket sees it (the NAT maps' key): the local address and
+/// both ports are read only here, on the rare NAT-pending path.
+#[inline(always)]
+pub fn nat_key(ctx: &SkBuffContext, dir: Direction, ip: &IpInfo) -> Option<NatKey> {
+    let mut local = [0u8; 16];
+    if ip.version == 4 {
+        let off = if matches!(dir, Direction::Transmit) { 12 } else { 16 };
+        let a: [u8; 4] = ctx.load(off).ok()?;
+        local[..4].copy_from_slice(&a);
+    } else {
+        let off = if matches!(dir, Direction::Transmit) { 8 } else { 24 };
+        local = ctx.load(off).ok()?;
+    }
+    let ports: [u8; 4] = ctx.load(ip.header_len as usize).ok()?;
+    let (sport, dport) = (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
+    let (src, dst) = if matches!(dir, Direction::Transmit) { (local, ip.remote) } else { (ip.remote, local) };
+    Some(NatKey::from_packet(ip.version, dir, src, dst, sport, dport))
+}
+
+/// Longest-prefix match of an address (16 bytes, v4 in the first four).
+#[inline(always)]
+pub fn lookup_addr(version: u8, addr: [u8; 16]) -> SubnetInfo {
+    lookup(&IpInfo { protocol: IPPROTO_TCP, version, header_len: 0, remote: addr })
 }
 
 /// Longest-prefix match of the remote address; a miss (only before user space wrote the

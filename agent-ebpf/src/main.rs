@@ -15,6 +15,7 @@
 mod account;
 mod classify;
 mod maps;
+mod nat;
 mod rtt;
 mod sockcache;
 

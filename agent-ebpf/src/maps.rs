@@ -2,11 +2,13 @@
 //! capacities here are defaults that user space overrides at load from config.
 
 use agent_common::{
-    Counter, hist, SockClass, State, SubnetInfo, UnmappedKey, UnmappedValue,
-    default_sizes::{LPM_PREFIXES, SUBNET_SLOTS, UNMAPPED_PREFIXES},
+    Counter, hist, SockState, State, SubnetInfo, UnmappedKey, UnmappedValue,
+    default_sizes::{LPM_PREFIXES, NAT_ENTRIES, NAT_PENDING, SUBNET_SLOTS, UNMAPPED_PREFIXES},
+    nat::{NatKey, NatStat, NatTarget, PendingValue},
 };
 use aya_ebpf::{
-    btf_maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray, SkStorage},
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, SkStorage},
     macros::btf_map,
 };
 
@@ -33,7 +35,7 @@ pub static AZF_ERRORS: PerCpuArray<u64, { agent_common::KernelError::COUNT as us
 pub static AZF_STATE: Array<State, 1> = Array::new();
 
 #[btf_map]
-pub static AZF_SOCK_CLASS: SkStorage<SockClass> = SkStorage::new();
+pub static AZF_SOCK_CLASS: SkStorage<SockState> = SkStorage::new();
 
 /// `hist::row(zone, class) * ROW_STRIDE + bucket` → samples (the row's last cell: sum in µs).
 #[btf_map]
@@ -46,3 +48,19 @@ pub static AZF_CONNECT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpu
 #[btf_map]
 pub static AZF_TCP_EVENTS: PerCpuArray<u64, { (hist::ROWS * hist::TcpEvent::COUNT) as usize }> =
     PerCpuArray::new();
+
+/// Connection (pre-NAT tuple) → its real remote end, written by user space from conntrack. An LRU:
+/// user space writes every mapping it learns, and only pending sockets ever read one.
+#[btf_map]
+pub static AZF_NAT: LruHashMap<NatKey, NatTarget, { NAT_ENTRIES as usize }> = LruHashMap::new();
+
+/// Bytes held per pending connection. Not an LRU (an eviction would lose bytes) and not
+/// preallocated, so an entry user space deletes is freed after RCU rather than recycled under a
+/// program still adding to it.
+#[btf_map]
+pub static AZF_NAT_PENDING: HashMap<NatKey, PendingValue, { NAT_PENDING as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// `NatStat` → count.
+#[btf_map]
+pub static AZF_NAT_STATS: PerCpuArray<u64, { NatStat::COUNT as usize }> = PerCpuArray::new();

@@ -2,8 +2,9 @@
 //! per-CPU histograms and counters per destination row. No per-sample event leaves the kernel.
 
 use agent_common::{
-    SockClass, SubnetInfo,
+    SockState, SubnetInfo,
     hist::{self, ROW_STRIDE, SUM_CELL, TcpEvent},
+    nat::{NatKey, NatStat, Refresh},
 };
 use aya_ebpf::{
     bindings::{
@@ -21,7 +22,7 @@ use crate::{
     account::{atomic_add, count_error},
     classify::{self, IPPROTO_TCP, IpInfo},
     maps::{AZF_CONNECT_HIST, AZF_RTT_HIST, AZF_TCP_EVENTS},
-    sockcache,
+    nat, sockcache,
 };
 
 const AF_INET: u32 = 2;
@@ -46,17 +47,24 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             enable_callbacks(ctx);
-            let Some((row, s)) = classify_socket(ctx, sk) else { return };
+            // SAFETY: sock_ops hands full sockets to this callback.
+            let s = unsafe { sockcache::storage(sk) };
             if s.is_null() {
                 return;
             }
             // SAFETY: non-NULL storage of our value type.
             let start = unsafe { (*s).connect_start_ns };
-            if start != 0 {
-                let us = now_ns().saturating_sub(start) / 1000;
-                add_sample(&AZF_CONNECT_HIST, row, us);
+            if start == 0 {
+                return;
+            }
+            let us = now_ns().saturating_sub(start) / 1000;
+            // SAFETY: as above.
+            unsafe { (*s).connect_start_ns = 0 };
+            match classify_socket(ctx, sk) {
+                Some((row, _)) => add_sample(&AZF_CONNECT_HIST, row, us),
+                // Still NAT-pending: held until the real destination is known.
                 // SAFETY: as above.
-                unsafe { (*s).connect_start_ns = 0 };
+                None => unsafe { (*s).held_connect_us = us.max(1) },
             }
         }
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => enable_callbacks(ctx),
@@ -108,70 +116,113 @@ fn on_rtt(ctx: &SockOpsContext, sk: *mut bpf_sock) {
     add_event(row, TcpEvent::RttSamples, 1);
 }
 
-/// The histogram row of this socket's remote end, reusing the byte counters' cached
-/// classification when it is current, and the socket's storage (NULL when unavailable).
+/// The histogram row of this socket's remote end and its storage (NULL when unavailable), read
+/// from the classification the byte path cached. sock_ops never classifies by the socket's own
+/// remote address when the byte path has: that address may be a VIP the packets no longer carry
+/// (OUTPUT DNAT). `None` while the socket waits for its NAT mapping.
 #[inline(always)]
-fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, *mut SockClass)> {
-    let generation = sockcache::generation();
+fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, *mut SockState)> {
     // SAFETY: sock_ops callbacks used here run on full sockets.
     let s = unsafe { sockcache::storage(sk) };
     if s.is_null() {
         count_error(KernelError::SockStorage);
-    } else if generation != 0 {
-        // SAFETY: non-NULL storage of our value type.
-        let cached = unsafe { (*s).generation };
-        if cached == generation {
-            // SAFETY: as above.
-            let info = unsafe { (*s).info };
-            return Some((hist::row(info.zone_idx, info.class), s));
-        }
+        let info = lookup_remote(ctx)?;
+        return Some((hist::row(info.zone_idx, info.class), s));
     }
-    let info = lookup_remote(ctx)?;
-    if !s.is_null() && generation != 0 {
-        // SAFETY: as above.
-        unsafe {
-            (*s).info = info;
-            (*s).generation = generation;
+    let generation = sockcache::generation();
+    // SAFETY: non-NULL storage of our value type (every access below).
+    let (cached, nat_state) = unsafe { ((*s).generation, (*s).nat) };
+    let info = match agent_common::nat::refresh(cached, nat_state, generation) {
+        Refresh::UseCached => unsafe { (*s).info },
+        Refresh::ReclassifyResolved => {
+            let info = unsafe { classify::lookup_addr((*s).nat_family, (*s).nat_remote) };
+            unsafe {
+                (*s).info = info;
+                (*s).generation = generation;
+            }
+            info
         }
-    }
+        // The byte path refreshes the cache from the packet before this ack reaches sock_ops;
+        // until it has, its last answer stands.
+        Refresh::ClassifyPacket { .. } if cached != 0 => unsafe { (*s).info },
+        Refresh::ClassifyPacket { .. } => lookup_remote(ctx)?,
+        Refresh::TryResolve => {
+            let Some(key) = socket_key(ctx) else {
+                nat::stat(NatStat::CallbacksWhilePending, 1);
+                return None;
+            };
+            let answer = unsafe { nat::try_resolve(s, &key, generation) };
+            match answer.code {
+                nat::ANSWER_RESOLVED => answer.info,
+                nat::ANSWER_UNRESOLVED => {
+                    let pre = lookup_remote(ctx)?;
+                    unsafe { nat::give_up(s, &key, pre, generation) };
+                    pre
+                }
+                _ => {
+                    nat::stat(NatStat::CallbacksWhilePending, 1);
+                    return None;
+                }
+            }
+        }
+    };
     Some((hist::row(info.zone_idx, info.class), s))
+}
+
+/// The socket's pre-NAT tuple, as the byte path builds it from packets.
+#[inline(always)]
+fn socket_key(ctx: &SockOpsContext) -> Option<NatKey> {
+    let (family, local, remote) = socket_addrs(ctx)?;
+    // local_port is host order; remote_port holds the network-order port in its low 16 bits.
+    let local_port = ctx.local_port() as u16;
+    let remote_port = u16::from_be(ctx.remote_port() as u16);
+    Some(NatKey { family, _pad: [0; 3], local_port, remote_port, local, remote })
+}
+
+/// (family, local, remote) of the socket; an IPv4-mapped peer on a dual-stack socket is IPv4,
+/// as its packets are.
+#[inline(always)]
+fn socket_addrs(ctx: &SockOpsContext) -> Option<(u8, [u8; 16], [u8; 16])> {
+    let mut local = [0u8; 16];
+    let mut remote = [0u8; 16];
+    match ctx.family() {
+        AF_INET => {
+            remote[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+            local[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+            Some((4, local, remote))
+        }
+        AF_INET6 => {
+            let (r, l) = (ctx.remote_ip6(), ctx.local_ip6());
+            let mut i = 0;
+            while i < 4 {
+                remote[i * 4..i * 4 + 4].copy_from_slice(&r[i].to_ne_bytes());
+                local[i * 4..i * 4 + 4].copy_from_slice(&l[i].to_ne_bytes());
+                i += 1;
+            }
+            let mapped = remote[..10].iter().all(|b| *b == 0) && remote[10] == 0xff && remote[11] == 0xff;
+            if mapped {
+                let (r4, l4) = ([remote[12], remote[13], remote[14], remote[15]], [local[12], local[13], local[14], local[15]]);
+                remote = [0u8; 16];
+                local = [0u8; 16];
+                remote[..4].copy_from_slice(&r4);
+                local[..4].copy_from_slice(&l4);
+                Some((4, local, remote))
+            } else {
+                Some((6, local, remote))
+            }
+        }
+        _ => None,
+    }
 }
 
 #[inline(always)]
 fn lookup_remote(ctx: &SockOpsContext) -> Option<SubnetInfo> {
-    let mut remote = [0u8; 16];
-    let version = match ctx.family() {
-        AF_INET => {
-            let a = ctx.remote_ip4().to_ne_bytes();
-            remote[..4].copy_from_slice(&a);
-            4
-        }
-        AF_INET6 => {
-            let w = ctx.remote_ip6();
-            let mut i = 0;
-            while i < 4 {
-                let b = w[i].to_ne_bytes();
-                remote[i * 4..i * 4 + 4].copy_from_slice(&b);
-                i += 1;
-            }
-            // An IPv4-mapped peer on a dual-stack socket: its packets are IPv4, classify it so.
-            let mapped = remote[..10].iter().all(|b| *b == 0) && remote[10] == 0xff && remote[11] == 0xff;
-            if mapped {
-                let v4 = [remote[12], remote[13], remote[14], remote[15]];
-                remote = [0u8; 16];
-                remote[..4].copy_from_slice(&v4);
-                4
-            } else {
-                6
-            }
-        }
-        _ => return None,
-    };
+    let (version, _, remote) = socket_addrs(ctx)?;
     Some(classify::lookup(&IpInfo { protocol: IPPROTO_TCP, version, header_len: 0, remote }))
 }
 
 #[inline(always)]
-fn add_sample<const N: usize, const F: usize>(map: &PerCpuArray<u64, N, F>, row: u32, us: u64) {
+pub fn add_sample<const N: usize, const F: usize>(map: &PerCpuArray<u64, N, F>, row: u32, us: u64) {
     let base = row * ROW_STRIDE;
     if let Some(cell) = map.get_ptr_mut(base + hist::bucket(us)) {
         // SAFETY: valid, aligned per-CPU array cell.

@@ -1,7 +1,7 @@
 //! Socket-local storage shared by both programs: the cached classification and the sock_ops
 //! timestamps live in one value per socket.
 
-use agent_common::SockClass;
+use agent_common::SockState;
 use aya_ebpf::{
     bindings::{BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
     helpers::generated::bpf_sk_storage_get,
@@ -26,9 +26,9 @@ pub fn rtt_interval_ns() -> u64 {
 /// # Safety
 /// `sk` must be a full socket pointer obtained from the kernel in this program run.
 #[inline(always)]
-pub unsafe fn storage(sk: *mut bpf_sock) -> *mut SockClass {
+pub unsafe fn storage(sk: *mut bpf_sock) -> *mut SockState {
     let map = core::ptr::from_ref(&AZF_SOCK_CLASS).cast_mut().cast();
     // SAFETY: per the contract; a NULL initial value asks for zeroed storage.
     unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), BPF_SK_STORAGE_GET_F_CREATE.into()) }
-        .cast::<SockClass>()
+        .cast::<SockState>()
 }

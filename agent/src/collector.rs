@@ -8,7 +8,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use agent_common::{KernelError, SLOT_NO_MATCH, TrafficClass, hist};
+use agent_common::{KernelError, SLOT_NO_MATCH, TrafficClass, hist, nat::NatStat};
 
 use crate::{
     drain::{Accumulator, SlotMeaning},
@@ -16,6 +16,7 @@ use crate::{
         KernelMaps, MapsError,
         maps::unmapped_prefix,
     },
+    nat::{self, NatSnapshot, PendingSweep, ResolverStats},
     self_metrics::Shared as SharedSelfMetrics,
     snapshot::{HostLabels, Snapshot, UnmappedRow, ZoneKey},
     topology::{KernelTable, SlotKind},
@@ -35,6 +36,20 @@ pub struct Collector {
     topology_loaded_at: SystemTime,
     last: Arc<Snapshot>,
     self_metrics: SharedSelfMetrics,
+    /// NAT: whether catch-all ranges wait for conntrack, the sweep of held bytes, and what it
+    /// credited as unresolved.
+    nat_candidates: bool,
+    pending: PendingSweep,
+    nat_user: NatSnapshot,
+    resolver: Option<Arc<ResolverStats>>,
+}
+
+/// NAT settings of a [`Collector`].
+pub struct NatSetup {
+    /// Flag catch-all ranges as NAT candidates (only when conntrack can be read).
+    pub candidates: bool,
+    pub pending_timeout: std::time::Duration,
+    pub resolver: Option<Arc<ResolverStats>>,
 }
 
 impl Collector {
@@ -45,7 +60,9 @@ impl Collector {
         host: HostLabels,
         unmapped_top: usize,
         self_metrics: SharedSelfMetrics,
+        nat_setup: NatSetup,
     ) -> Result<Self, MapsError> {
+        let table = if nat_setup.candidates { table.with_nat_candidates() } else { table };
         let previous = maps.generation()?;
         // Adopted maps (a restart with --pin) already hold counts. They continue the totals
         // only when every prefix keeps its slot; otherwise they become the baseline.
@@ -71,11 +88,16 @@ impl Collector {
             topology_loaded_at: SystemTime::now(),
             last: Arc::new(Snapshot::default()),
             self_metrics,
+            nat_candidates: nat_setup.candidates,
+            pending: PendingSweep::new(nat_setup.pending_timeout),
+            nat_user: NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() },
+            resolver: nat_setup.resolver,
         })
     }
 
     /// Swaps in a new table: drains first so every byte counted so far keeps its old labels.
     pub fn replace_table(&mut self, table: KernelTable) -> Result<Arc<Snapshot>, MapsError> {
+        let table = if self.nat_candidates { table.with_nat_candidates() } else { table };
         let snap = self.drain();
         let generation = self.generation.wrapping_add(1).max(1);
         self.maps.sync(&table.v4, &table.v6, generation)?;
@@ -117,18 +139,8 @@ impl Collector {
         let slots = std::iter::once(SLOT_NO_MATCH).chain(self.table.slots.keys().copied());
         let reads = self.maps.read_counters(slots)?;
         let table = &self.table;
-        self.acc.absorb(&reads, |slot| {
-            if slot == SLOT_NO_MATCH {
-                let c = TrafficClass::Unknown;
-                return Some(SlotMeaning { dst_zone: c.as_str().into(), dst_zone_id: c.as_str().into(), class: c, subnet: None });
-            }
-            table.slots.get(&slot).map(|l| SlotMeaning {
-                dst_zone: l.dst_zone.clone(),
-                dst_zone_id: l.dst_zone_id.clone(),
-                class: l.class,
-                subnet: l.subnet,
-            })
-        });
+        self.acc.absorb(&reads, |slot| slot_meaning(table, slot));
+        let nat = self.sweep_nat()?;
         let errors = self.maps.read_errors()?;
         let mut unmapped: Vec<UnmappedRow> = self
             .maps
@@ -167,8 +179,52 @@ impl Collector {
             latency,
             subnet_flows,
             subnet_series_overflow,
+            nat,
         })
     }
+
+    /// Credits what the kernel held for NAT-pending connections (see `nat::pending`).
+    fn sweep_nat(&mut self) -> Result<NatSnapshot, MapsError> {
+        let mut credits = Vec::new();
+        let outcome = self.pending.sweep(&mut self.maps, nat::monotonic_ns(), &mut credits);
+        for c in credits {
+            if let Some(m) = slot_meaning(&self.table, c.slot) {
+                self.acc.credit(&m, c.direction, c.counter);
+            }
+            if c.unresolved {
+                let d = c.direction as usize;
+                self.nat_user.unresolved_bytes[d] = self.nat_user.unresolved_bytes[d].saturating_add(c.counter.bytes);
+                self.nat_user.unresolved_packets[d] = self.nat_user.unresolved_packets[d].saturating_add(c.counter.packets);
+            }
+        }
+        self.nat_user.timeouts += outcome.gave_up;
+        let k = self.maps.read_nat_stats()?;
+        let mut snap = self.nat_user.clone();
+        for dir in agent_common::Direction::ALL {
+            let d = dir as usize;
+            snap.unresolved_bytes[d] = snap.unresolved_bytes[d].saturating_add(k[NatStat::unresolved_bytes(dir) as usize]);
+            snap.unresolved_packets[d] = snap.unresolved_packets[d].saturating_add(k[NatStat::unresolved_packets(dir) as usize]);
+        }
+        snap.pending_bytes = outcome.held_bytes;
+        snap.pending_connections = outcome.held_connections;
+        snap.sockets_pending = k[NatStat::Pending as usize];
+        snap.sockets_resolved = k[NatStat::Resolved as usize];
+        snap.pending_full = k[NatStat::PendingFull as usize];
+        snap.callbacks_while_pending = k[NatStat::CallbacksWhilePending as usize];
+        if let Some(r) = &self.resolver {
+            snap.absorb_resolver(r);
+        }
+        Ok(snap)
+    }
+}
+
+/// What a slot means for export, `SLOT_NO_MATCH` included.
+fn slot_meaning(table: &KernelTable, slot: u32) -> Option<SlotMeaning> {
+    if slot == SLOT_NO_MATCH {
+        let c = TrafficClass::Unknown;
+        return Some(SlotMeaning { dst_zone: c.as_str().into(), dst_zone_id: c.as_str().into(), class: c, subnet: None });
+    }
+    table.slots.get(&slot).map(|l| SlotMeaning { dst_zone: l.dst_zone.clone(), dst_zone_id: l.dst_zone_id.clone(), class: l.class, subnet: l.subnet })
 }
 
 /// Each histogram row's destination labels: a zone's row takes the zone's labels, a class row

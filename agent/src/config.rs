@@ -87,6 +87,22 @@ pub struct RunArgs {
     /// BPF filesystem directory for --pin (a v<SCHEMA> subdirectory is used).
     #[arg(long, env = "AZFLOW_PIN_PATH", default_value = crate::ebpf::pin::DEFAULT_ROOT)]
     pub pin_path: PathBuf,
+    /// See through NAT on this node (Kubernetes Service VIPs, DNAT): "auto" follows the node's
+    /// conntrack and counts a connection under its real remote end; "off" counts the address the
+    /// socket dialed. Needs CAP_NET_ADMIN.
+    #[arg(long, env = "AZFLOW_NAT", value_enum, default_value_t = NatMode::Auto)]
+    pub nat: NatMode,
+    /// Connections whose NAT mapping the kernel remembers (an LRU).
+    #[arg(long, env = "AZFLOW_NAT_MAX_CONNECTIONS", default_value_t = 65536)]
+    pub nat_max_connections: u32,
+    /// Connections whose bytes can be held at once while their real remote end is unknown; a
+    /// connection beyond it is counted under the address it dialed (and as unresolved).
+    #[arg(long, env = "AZFLOW_NAT_MAX_PENDING", default_value_t = 16384)]
+    pub nat_max_pending: u32,
+    /// How long a connection's bytes wait for its NAT mapping before they are counted under the
+    /// address it dialed, as unresolved.
+    #[arg(long, env = "AZFLOW_NAT_PENDING_TIMEOUT", default_value = "10s")]
+    pub nat_pending_timeout: String,
     /// Live console table: auto shows it when stdout is a terminal.
     #[arg(long, value_enum, default_value_t = ConsoleMode::Auto)]
     pub console: ConsoleMode,
@@ -94,6 +110,12 @@ pub struct RunArgs {
     pub aws: crate::topology::aws::AwsArgs,
     #[command(flatten)]
     pub otlp: Box<crate::export::otlp::OtlpArgs>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatMode {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +143,8 @@ pub struct RunConfig {
     pub subnet_series: usize,
     /// `None`: no OTLP export.
     pub otlp: Option<crate::export::otlp::OtlpConfig>,
+    pub nat: NatMode,
+    pub nat_pending_timeout: Duration,
 }
 
 /// What sizes the kernel maps.
@@ -128,6 +152,8 @@ pub struct RunConfig {
 pub struct Limits {
     pub max_subnets: u32,
     pub unmapped_entries: u32,
+    pub nat_entries: u32,
+    pub nat_pending: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -171,6 +197,15 @@ impl RunArgs {
         }
         check_range("max-subnets", self.max_subnets, MAX_SUBNETS_LIMIT)?;
         check_range("unmapped-entries", self.unmapped_entries, UNMAPPED_LIMIT)?;
+        check_range("nat-max-connections", self.nat_max_connections, UNMAPPED_LIMIT)?;
+        check_range("nat-max-pending", self.nat_max_pending, UNMAPPED_LIMIT)?;
+        let nat_pending_timeout = parse_duration(&self.nat_pending_timeout)
+            .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(600)).contains(d))
+            .ok_or_else(|| ConfigError {
+                flag: "nat-pending-timeout",
+                problem: format!("{:?} is not a duration between 100ms and 10m", self.nat_pending_timeout),
+                fix: "write e.g. 10s or 2s",
+            })?;
         if self.unmapped_top > 1000 {
             return Err(ConfigError {
                 flag: "unmapped-top",
@@ -203,13 +238,20 @@ impl RunArgs {
             topology: self.topology.clone(),
             prometheus,
             drain_interval,
-            limits: Limits { max_subnets: self.max_subnets, unmapped_entries: self.unmapped_entries },
+            limits: Limits {
+                max_subnets: self.max_subnets,
+                unmapped_entries: self.unmapped_entries,
+                nat_entries: self.nat_max_connections,
+                nat_pending: self.nat_max_pending,
+            },
             unmapped_top: self.unmapped_top,
             console: self.console,
             rtt_sample_interval,
             pin: self.pin.then(|| self.pin_path.clone()),
             subnet_series: self.subnet_series,
             otlp,
+            nat: self.nat,
+            nat_pending_timeout,
         })
     }
 }
@@ -279,6 +321,10 @@ mod tests {
         let e = args(&["--max-subnets", "0"]).validate().expect_err("zero");
         assert!(e.to_string().starts_with("--max-subnets: 0 is out of range"), "{e}");
         assert_eq!(args(&["--prometheus", "off"]).validate().expect("off").prometheus, None);
+        let e = args(&["--nat-pending-timeout", "1ms"]).validate().expect_err("too short");
+        assert!(e.to_string().starts_with("--nat-pending-timeout: "), "{e}");
+        let e = args(&["--nat-max-pending", "0"]).validate().expect_err("zero");
+        assert_eq!(e.flag, "nat-max-pending");
     }
 
     #[test]

@@ -81,23 +81,23 @@ impl Accumulator {
                     bytes: delta(before[d].bytes, now[d].bytes),
                     packets: delta(before[d].packets, now[d].packets),
                 };
-                if delta == Counter::default() {
-                    continue;
-                }
-                let key = FlowKey {
-                    direction: dir,
-                    dst_zone: m.dst_zone.clone(),
-                    dst_zone_id: m.dst_zone_id.clone(),
-                    class: m.class,
-                };
-                if let Some(subnets) = &mut self.subnets {
-                    subnets.credit(&key, m.subnet, delta);
-                }
-                let t = self.totals.entry(key).or_default();
-                t.bytes = t.bytes.saturating_add(delta.bytes);
-                t.packets = t.packets.saturating_add(delta.packets);
+                self.credit(&m, dir, delta);
             }
         }
+    }
+
+    /// Adds `delta` to the totals of `m` (NAT-held bytes are credited this way once known).
+    pub fn credit(&mut self, m: &SlotMeaning, dir: Direction, delta: Counter) {
+        if delta == Counter::default() {
+            return;
+        }
+        let key = FlowKey { direction: dir, dst_zone: m.dst_zone.clone(), dst_zone_id: m.dst_zone_id.clone(), class: m.class };
+        if let Some(subnets) = &mut self.subnets {
+            subnets.credit(&key, m.subnet, delta);
+        }
+        let t = self.totals.entry(key).or_default();
+        t.bytes = t.bytes.saturating_add(delta.bytes);
+        t.packets = t.packets.saturating_add(delta.packets);
     }
 
     pub fn totals(&self) -> &BTreeMap<FlowKey, Counter> {

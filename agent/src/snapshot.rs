@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub subnet_series_overflow: u64,
     /// Cumulative RTT and connect histograms (the kernel's buckets) and TCP events per zone.
     pub latency: BTreeMap<ZoneKey, RowLatency>,
+    /// Seeing through NAT: unresolved and held bytes, conntrack reader health.
+    pub nat: crate::nat::NatSnapshot,
 }
 
 impl Snapshot {

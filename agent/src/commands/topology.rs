@@ -69,6 +69,8 @@ pub fn run(args: &TopologyArgs) -> Result<String, TopologyCmdError> {
     let sizes = ebpf::map_sizes(&crate::config::Limits {
         max_subnets: crate::config::MAX_SUBNETS_LIMIT,
         unmapped_entries: 1,
+        nat_entries: 1,
+        nat_pending: 1,
     });
     let table = topology::build_kernel_table(
         topo,

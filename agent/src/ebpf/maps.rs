@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashSet,
+    os::fd::AsFd as _,
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -10,10 +11,11 @@ use agent_common::{
     Counter, Direction, KernelError, State,
     hist::{self, TcpEvent}, SubnetInfo, UnmappedKey, UnmappedValue,
     counter_index, map_names,
+    nat::{NatKey, NatStat, NatTarget, PendingValue, target},
 };
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -40,6 +42,11 @@ pub struct KernelMaps {
     unmapped: PerCpuHashMap<MapData, UnmappedKey, UnmappedValue>,
     errors: PerCpuArray<MapData, u64>,
     state: Array<MapData, State>,
+    nat: HashMap<MapData, NatKey, NatTarget>,
+    nat_pending: HashMap<MapData, NatKey, PendingValue>,
+    nat_stats: PerCpuArray<MapData, u64>,
+    /// Second handles on the NAT maps for the conntrack reader's thread (taken once).
+    resolver_handles: Option<(HashMap<MapData, NatKey, NatTarget>, HashMap<MapData, NatKey, PendingValue>)>,
 }
 
 /// One cumulative histogram: per-bucket counts (empty when no sample yet) and the sum in µs.
@@ -95,7 +102,13 @@ impl KernelMaps {
             let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
             M::try_from(map).map_err(err(name))
         }
+        let (nat, nat_dup) = take_twice(ebpf, map_names::NAT)?;
+        let (nat_pending, pending_dup) = take_twice(ebpf, map_names::NAT_PENDING)?;
         Ok(Self {
+            nat,
+            nat_pending,
+            resolver_handles: Some((nat_dup, pending_dup)),
+            nat_stats: take(ebpf, map_names::NAT_STATS)?,
             rtt_interval_ns,
             rtt: take(ebpf, map_names::RTT_HIST)?,
             connect: take(ebpf, map_names::CONNECT_HIST)?,
@@ -107,6 +120,21 @@ impl KernelMaps {
             errors: take(ebpf, map_names::ERRORS)?,
             state: take(ebpf, map_names::STATE)?,
         })
+    }
+
+    /// The NAT maps for the conntrack reader (its own file descriptors); `None` after the first call.
+    pub fn take_resolver_handles(&mut self) -> Option<(HashMap<MapData, NatKey, NatTarget>, HashMap<MapData, NatKey, PendingValue>)> {
+        self.resolver_handles.take()
+    }
+
+    /// Kernel NAT counters summed over CPUs, indexed by [`NatStat`].
+    pub fn read_nat_stats(&self) -> Result<[u64; NatStat::COUNT as usize], MapsError> {
+        let mut out = [0u64; NatStat::COUNT as usize];
+        for (i, cell) in out.iter_mut().enumerate() {
+            let per_cpu = self.nat_stats.get(&(i as u32), 0).map_err(err(map_names::NAT_STATS))?;
+            *cell = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(out)
     }
 
     /// Makes the tries hold exactly `v4`/`v6`, then publishes `generation` so sockets classify
@@ -249,6 +277,55 @@ impl KernelMaps {
                 (k, sum)
             })
             .collect()
+    }
+}
+
+/// Takes a map and opens a second handle on it (a duplicated descriptor) for another thread.
+fn take_twice<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<(HashMap<MapData, K, V>, HashMap<MapData, K, V>), MapsError> {
+    let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+    let data = match &map {
+        Map::HashMap(d) | Map::LruHashMap(d) => d,
+        _ => return Err(MapsError::Missing(name)),
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| MapsError::Map { name, source: MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error: e }) })?;
+    let second = Map::from_map_data(MapData::from_fd(fd).map_err(err(name))?).map_err(err(name))?;
+    Ok((HashMap::try_from(map).map_err(err(name))?, HashMap::try_from(second).map_err(err(name))?))
+}
+
+impl crate::nat::PendingMaps for KernelMaps {
+    fn pending(&self) -> Vec<(NatKey, PendingValue)> {
+        self.nat_pending.iter().filter_map(Result::ok).collect()
+    }
+
+    fn nat(&self, key: &NatKey) -> Option<NatTarget> {
+        self.nat.get(key, 0).ok()
+    }
+
+    fn give_up(&mut self, key: &NatKey) {
+        let t = NatTarget { state: target::UNRESOLVED, ..NatTarget::default() };
+        if let Err(e) = self.nat.insert(key, &t, 0) {
+            tracing::debug!("marking a pending connection unresolved failed: {e}");
+        }
+    }
+
+    fn forget(&mut self, key: &NatKey) {
+        let _ = self.nat_pending.remove(key);
+        let _ = self.nat.remove(key);
+    }
+
+    fn slot_of(&self, family: u8, addr: [u8; 16]) -> Option<u32> {
+        match family {
+            4 => self.v4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]), 0).ok().map(|i| i.slot),
+            6 => self.v6.get(&Key::new(128, addr), 0).ok().map(|i| i.slot),
+            _ => None,
+        }
     }
 }
 

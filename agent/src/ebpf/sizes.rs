@@ -15,6 +15,10 @@ pub struct MapSizes {
     /// Prefixes per LPM trie (one trie per address family).
     pub lpm_prefixes: u32,
     pub unmapped_entries: u32,
+    /// Connections the NAT map remembers (LRU).
+    pub nat_entries: u32,
+    /// Connections whose bytes can be held at once while their NAT mapping is unknown.
+    pub nat_pending: u32,
 }
 
 pub fn map_sizes(limits: &Limits) -> MapSizes {
@@ -24,6 +28,8 @@ pub fn map_sizes(limits: &Limits) -> MapSizes {
         counter_cells: slots.saturating_mul(2),
         lpm_prefixes: limits.max_subnets.saturating_add(RESERVED_PREFIXES_PER_FAMILY),
         unmapped_entries: limits.unmapped_entries,
+        nat_entries: limits.nat_entries,
+        nat_pending: limits.nat_pending,
     }
 }
 
@@ -40,7 +46,7 @@ mod tests {
 
     #[test]
     fn every_subnet_and_catch_all_gets_two_cells() {
-        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024 });
+        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384 });
         assert_eq!(s.slots, 4096 + 17);
         assert_eq!(s.counter_cells, (4096 + 17) * 2);
         assert_eq!(s.lpm_prefixes, 4096 + 64);
@@ -50,7 +56,7 @@ mod tests {
 
     #[test]
     fn never_overflows() {
-        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1 });
+        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1, nat_entries: 1, nat_pending: 1 });
         assert_eq!(s.counter_cells, u32::MAX);
     }
 }

@@ -10,7 +10,7 @@ use std::{
     net::IpAddr,
 };
 
-use agent_common::{SLOT_NO_MATCH, SubnetInfo, TrafficClass, ZONE_NONE};
+use agent_common::{SLOT_NO_MATCH, SUBNET_FLAG_NAT_CANDIDATE, SUBNET_FLAG_UNMAPPED, SubnetInfo, TrafficClass, ZONE_NONE};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
@@ -201,6 +201,20 @@ pub struct KernelTable {
 }
 
 impl KernelTable {
+    /// Flags every catch-all range that is remembered as unmapped (private ranges outside the
+    /// known subnets, where Service VIPs live, and public addresses) as a NAT candidate: a socket
+    /// that dials one waits for the node's conntrack to name its real remote end. Known subnets
+    /// and loopback never wait.
+    pub fn with_nat_candidates(mut self) -> Self {
+        let infos = self.v4.iter_mut().map(|(_, i)| i).chain(self.v6.iter_mut().map(|(_, i)| i));
+        for info in infos {
+            if info.flags & SUBNET_FLAG_UNMAPPED != 0 {
+                info.flags |= SUBNET_FLAG_NAT_CANDIDATE;
+            }
+        }
+        self
+    }
+
     /// Every prefix of both families, IPv4 first.
     pub fn entries(&self) -> impl Iterator<Item = (IpNet, SubnetInfo)> + '_ {
         let v4 = self.v4.iter().map(|(n, i)| (IpNet::V4(*n), *i));

@@ -1,0 +1,223 @@
+//! The conntrack reader: dumps the node's table once, then follows its NEW and DESTROY events,
+//! and writes each TCP connection's real remote end into the kernel's NAT map, where a pending
+//! socket finds it on its next packet. Runs on its own thread: netlink reads block.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use agent_common::nat::{NatKey, NatTarget, PendingValue, target};
+use aya::maps::{HashMap, MapData};
+
+use super::{
+    ctnetlink::{self, Entry, GROUPS_NEW_DESTROY, IPPROTO_TCP, Kind, Message},
+    socket::NetlinkSocket,
+};
+
+/// What the reader did, for self-metrics.
+#[derive(Debug, Default)]
+pub struct ResolverStats {
+    pub entries: AtomicU64,
+    pub destroyed: AtomicU64,
+    pub written: AtomicU64,
+    pub write_failures: AtomicU64,
+    /// Times the kernel dropped events (ENOBUFS); each triggers a fresh dump.
+    pub overruns: AtomicU64,
+    pub parse_errors: AtomicU64,
+    /// 1 while the event socket is open.
+    pub listening: AtomicU64,
+}
+
+/// Keys and targets to write for a conntrack entry: the connection as a pod's socket sees it
+/// (the original tuple), and as a host-network socket behind OUTPUT DNAT sees its packets (the
+/// reply tuple reversed). Both name the reply's source: the real remote end.
+pub fn writes_for(e: &Entry) -> Vec<(NatKey, NatTarget)> {
+    if e.orig.proto != IPPROTO_TCP {
+        return Vec::new();
+    }
+    let target = NatTarget { remote: addr16(e.reply.src), family: family(e.reply.src), state: target::RESOLVED, _pad: [0; 2] };
+    let pre = key(e.orig.src, e.orig.sport, e.orig.dst, e.orig.dport);
+    let post = key(e.reply.dst, e.reply.dport, e.reply.src, e.reply.sport);
+    if pre == post { vec![(pre, target)] } else { vec![(pre, target), (post, target)] }
+}
+
+fn key(local: IpAddr, local_port: u16, remote: IpAddr, remote_port: u16) -> NatKey {
+    NatKey { family: family(remote), _pad: [0; 3], local_port, remote_port, local: addr16(local), remote: addr16(remote) }
+}
+
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+fn family(a: IpAddr) -> u8 {
+    if a.is_ipv4() { 4 } else { 6 }
+}
+
+pub struct Resolver {
+    nat: HashMap<MapData, NatKey, NatTarget>,
+    pending: HashMap<MapData, NatKey, PendingValue>,
+    stats: Arc<ResolverStats>,
+}
+
+impl Resolver {
+    pub fn new(nat: HashMap<MapData, NatKey, NatTarget>, pending: HashMap<MapData, NatKey, PendingValue>, stats: Arc<ResolverStats>) -> Self {
+        Self { nat, pending, stats }
+    }
+
+    /// Subscribes to the node's conntrack NEW and DESTROY events (CAP_NET_ADMIN). Opened before
+    /// anything is attached, so a failure turns NAT resolution off instead of holding bytes that
+    /// nobody will resolve.
+    pub fn open_events() -> std::io::Result<NetlinkSocket> {
+        NetlinkSocket::open(GROUPS_NEW_DESTROY, Duration::from_millis(200), 8 << 20)
+    }
+
+    /// Reads the table, then events, until `stop` is set.
+    pub fn spawn(mut self, events: NetlinkSocket, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("azflow-conntrack".into()).spawn(move || {
+            self.stats.listening.store(1, Ordering::Relaxed);
+            // Subscribed first, then dumped: nothing that starts in between is missed.
+            self.dump();
+            let mut buf = vec![0u8; 256 << 10];
+            while !stop.load(Ordering::Relaxed) {
+                match events.recv(&mut buf) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.handle(&buf[..n]);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        self.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("conntrack events were dropped by the kernel; reading the table again");
+                        self.dump();
+                    }
+                    Err(e) => {
+                        tracing::warn!("reading conntrack events failed ({e}); stopping NAT resolution");
+                        break;
+                    }
+                }
+            }
+            self.stats.listening.store(0, Ordering::Relaxed);
+        })
+    }
+
+    fn dump(&mut self) {
+        let sock = match NetlinkSocket::open(0, Duration::from_secs(2), 8 << 20) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!("cannot open a conntrack dump socket: {e}"),
+        };
+        if let Err(e) = sock.send(&ctnetlink::dump_request(1)) {
+            return tracing::warn!("conntrack dump request failed: {e}");
+        }
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(0) => return tracing::warn!("conntrack dump timed out; continuing with events only"),
+                Ok(n) => {
+                    if self.handle(&buf[..n]) {
+                        return;
+                    }
+                }
+                Err(e) => return tracing::warn!("conntrack dump failed: {e}"),
+            }
+        }
+    }
+
+    /// Applies every message in a buffer; true at the end of a dump (or its error).
+    fn handle(&mut self, buf: &[u8]) -> bool {
+        let msgs = match ctnetlink::parse_buffer(buf) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("unparsable conntrack message: {e}");
+                return false;
+            }
+        };
+        let mut done = false;
+        for m in msgs {
+            match m {
+                Message::Entry(e) if e.kind == Kind::New => self.learn(&e),
+                Message::Entry(e) => self.forget(&e),
+                Message::Done => done = true,
+                Message::Error(code) if code != 0 => {
+                    tracing::warn!("conntrack answered error {code}");
+                    done = true;
+                }
+                _ => {}
+            }
+        }
+        done
+    }
+
+    fn learn(&mut self, e: &Entry) {
+        self.stats.entries.fetch_add(1, Ordering::Relaxed);
+        for (k, t) in writes_for(e) {
+            match self.nat.insert(&k, &t, 0) {
+                Ok(()) => self.stats.written.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.stats.write_failures.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    /// A finished connection's mapping goes, unless a pending socket still waits on it (the
+    /// pending sweep removes it then). TCP entries end only after conntrack's TIME_WAIT, so
+    /// only a flush can race a live socket here.
+    fn forget(&mut self, e: &Entry) {
+        self.stats.destroyed.fetch_add(1, Ordering::Relaxed);
+        for (k, _) in writes_for(e) {
+            if self.pending.get(&k, 0).is_err() {
+                let _ = self.nat.remove(&k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::ctnetlink::Tuple;
+
+    fn t(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
+        Tuple { src: src.parse().expect("ip"), dst: dst.parse().expect("ip"), proto: IPPROTO_TCP, sport, dport }
+    }
+
+    #[test]
+    fn a_service_connection_maps_the_vip_tuple_to_the_backend() {
+        let e = Entry { kind: Kind::New, orig: t("10.0.1.50", 40000, "172.20.0.10", 80), reply: t("10.0.2.10", 8080, "10.0.1.50", 40000) };
+        let w = writes_for(&e);
+        assert_eq!(w.len(), 2);
+        let (pre, target) = w[0];
+        assert_eq!((pre.local_port, pre.remote_port, pre.family), (40000, 80, 4));
+        assert_eq!(&pre.remote[..4], &[172, 20, 0, 10]);
+        assert_eq!(&target.remote[..4], &[10, 0, 2, 10]);
+        // The post-NAT view (host-network client behind OUTPUT DNAT) resolves to itself.
+        let (post, same) = w[1];
+        assert_eq!((&post.remote[..4], post.remote_port), (&[10u8, 0, 2, 10][..], 8080));
+        assert_eq!(same, target);
+    }
+
+    #[test]
+    fn an_untranslated_connection_resolves_to_itself_once() {
+        let e = Entry { kind: Kind::New, orig: t("fd00::5", 1234, "fd00:2::10", 443), reply: t("fd00:2::10", 443, "fd00::5", 1234) };
+        let w = writes_for(&e);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].1.family, 6);
+        assert_eq!(w[0].0.remote, w[0].1.remote);
+    }
+
+    #[test]
+    fn other_protocols_write_nothing() {
+        let mut e = Entry { kind: Kind::New, orig: t("10.0.1.50", 1, "10.0.2.1", 53), reply: t("10.0.2.1", 53, "10.0.1.50", 1) };
+        e.orig.proto = 17;
+        assert!(writes_for(&e).is_empty());
+    }
+}
