@@ -166,16 +166,20 @@ fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len) {
     if ip.protocol != IPPROTO_TCP {
         return;
     }
-    let mut info = classify::lookup(&ip);
-    if info.flags & SUBNET_FLAG_NAT_CANDIDATE != 0
-        && let Some(key) = classify::nat_key(ctx, dir, &ip)
+    let info = classify::lookup(&ip);
+    if info.flags & SUBNET_FLAG_NAT_CANDIDATE == 0 {
+        return count(ctx, dir, l, info, Some(&ip));
+    }
+    if let Some(key) = classify::nat_key(ctx, dir, &ip)
         // SAFETY: a copy out of the map value.
         && let Some(t) = unsafe { AZF_NAT.get(&key).copied() }
         && t.state == natabi::target::RESOLVED
     {
-        info = classify::lookup_addr(t.family, t.remote);
+        return count(ctx, dir, l, classify::lookup_addr(t.family, t.remote), Some(&ip));
     }
+    // A candidate nobody resolved: under the address it carries, and said to be unresolved.
     count(ctx, dir, l, info, Some(&ip));
+    count_unresolved(ctx, dir, l, &ip);
 }
 
 /// Wire bytes and packets of this packet: a GSO super-packet repeats the IP and TCP headers once

@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// socket dialed. Needs CAP_NET_ADMIN.
     #[arg(long, env = "AZFLOW_NAT", value_enum, default_value_t = NatMode::Auto)]
     pub nat: NatMode,
+    /// Read conntrack from this network namespace (a path such as /run/netns/node) instead of
+    /// the agent's own: for an agent that does not run in the node's network namespace.
+    #[arg(long, env = "AZFLOW_NAT_NETNS")]
+    pub nat_netns: Option<PathBuf>,
     /// Connections whose NAT mapping the kernel remembers (an LRU).
     #[arg(long, env = "AZFLOW_NAT_MAX_CONNECTIONS", default_value_t = 65536)]
     pub nat_max_connections: u32,
@@ -145,6 +149,7 @@ pub struct RunConfig {
     pub otlp: Option<crate::export::otlp::OtlpConfig>,
     pub nat: NatMode,
     pub nat_pending_timeout: Duration,
+    pub nat_netns: Option<PathBuf>,
 }
 
 /// What sizes the kernel maps.
@@ -252,6 +257,7 @@ impl RunArgs {
             otlp,
             nat: self.nat,
             nat_pending_timeout,
+            nat_netns: self.nat_netns.clone(),
         })
     }
 }

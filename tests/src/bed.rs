@@ -35,6 +35,8 @@ pub const DEFAULT_HOSTS: [(&str, Zone); 5] = [
 /// The host whose processes run in the bed's cgroup unless the builder says otherwise.
 pub const DEFAULT_MONITORED: &str = "a1";
 
+mod pod;
+
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 

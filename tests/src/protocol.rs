@@ -23,6 +23,7 @@ const MAGIC: [u8; 2] = *b"AZ";
 const VERSION: u8 = 1;
 const MODE_BULK: u8 = 1;
 const MODE_ECHO: u8 = 2;
+const MODE_ASK: u8 = 3;
 
 /// What the client of a TCP connection asks the server to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub enum Mode {
     Bulk,
     /// Echo messages of `size` bytes.
     Echo { size: u32 },
+    /// Read the whole request (until the client shuts down its side), then answer `reply`
+    /// bytes and close: one short request/response connection.
+    Ask { reply: u32 },
 }
 
 /// The first 8 bytes of every TCP connection.
@@ -42,6 +46,7 @@ impl Header {
         let (mode, param) = match self.0 {
             Mode::Bulk => (MODE_BULK, 0),
             Mode::Echo { size } => (MODE_ECHO, size),
+            Mode::Ask { reply } => (MODE_ASK, reply),
         };
         let p = param.to_be_bytes();
         [MAGIC[0], MAGIC[1], VERSION, mode, p[0], p[1], p[2], p[3]]
@@ -58,6 +63,7 @@ impl Header {
             MODE_BULK => Ok(Header(Mode::Bulk)),
             MODE_ECHO if param > 0 => Ok(Header(Mode::Echo { size: param })),
             MODE_ECHO => Err("echo mode with message size 0".to_owned()),
+            MODE_ASK => Ok(Header(Mode::Ask { reply: param })),
             other => Err(format!("unknown mode {other}")),
         }
     }

@@ -93,18 +93,22 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     };
     let mut ebpf = ebpf::load(&plan.sizes, pins.as_ref())?;
     let mut maps = KernelMaps::take(&mut ebpf, cfg.rtt_sample_interval.as_nanos().min(u128::from(u64::MAX)) as u64)?;
-    let nat_events = match cfg.nat {
-        NatMode::Off => None,
-        NatMode::Auto => match nat::Resolver::open_events() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("cannot read the node's conntrack ({e}); Service/NAT traffic is counted under the address it dialed; grant CAP_NET_ADMIN or pass --nat off");
-                None
+    // The conntrack reader starts before the table is written: if it cannot, catch-all ranges are
+    // not NAT candidates and nothing waits for a mapping that would never come.
+    let resolver_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resolver_stats = Arc::new(nat::ResolverStats::default());
+    let resolver_thread = match (cfg.nat, maps.take_resolver_handles()) {
+        (NatMode::Auto, Some((nat_map, pending_map))) => {
+            match nat::Resolver::new(nat_map, pending_map, resolver_stats.clone()).start(cfg.nat_netns.clone(), resolver_stop.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("cannot read the node's conntrack ({e}); Service/NAT traffic is counted under the address it dialed; grant CAP_NET_ADMIN or pass --nat off");
+                    None
+                }
             }
-        },
+        }
+        _ => None,
     };
-    let resolver_stats = nat_events.as_ref().map(|_| Arc::new(nat::ResolverStats::default()));
-    let resolver_handles = maps.take_resolver_handles();
     let host = HostLabels {
         zone: plan.topology.host().zone.clone(),
         zone_id: plan.topology.host().zone_id.clone(),
@@ -122,16 +126,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     // The table is in the kernel before the programs see a packet.
     let subnets = plan.topology.subnets().len();
     drop(plan.topology);
-    let nat_setup = NatSetup { candidates: nat_events.is_some(), pending_timeout: cfg.nat_pending_timeout, resolver: resolver_stats.clone() };
-    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
-    let resolver_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let resolver_thread = match (nat_events, resolver_handles, resolver_stats) {
-        (Some(events), Some((nat_map, pending_map)), Some(stats)) => nat::Resolver::new(nat_map, pending_map, stats)
-            .spawn(events, resolver_stop.clone())
-            .map_err(|e| RunError::Runtime(format!("starting the conntrack reader: {e}")))
-            .map(Some)?,
-        _ => None,
+    let nat_setup = NatSetup {
+        candidates: resolver_thread.is_some(),
+        pending_timeout: cfg.nat_pending_timeout,
+        resolver: resolver_thread.as_ref().map(|_| resolver_stats.clone()),
     };
+    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
     let (mut slots, mut zones) = (plan.slots, plan.zones);
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
     let attached = ebpf::attach(&mut ebpf, &plan.cgroup, pins.as_ref())?;

@@ -1,5 +1,6 @@
 //! Ways out for the snapshot.
 
 pub mod http;
+pub mod nat_metrics;
 pub mod otlp;
 pub mod prometheus;

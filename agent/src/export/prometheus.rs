@@ -50,6 +50,17 @@ pub fn render(s: &Snapshot) -> String {
     header(&mut out, "azflow_unmapped_prefixes_evicted_total", "counter", "Unmapped prefixes pushed out of the kernel's bounded list (their bytes stay in the per-class totals).");
     series(&mut out, "azflow_unmapped_prefixes_evicted_total", &[], s.unmapped_evicted);
 
+    for n in crate::export::nat_metrics::series(&s.nat) {
+        let (full, kind) = match n.kind {
+            crate::export::nat_metrics::Kind::Counter => (format!("azflow_nat_{}_total", n.name), "counter"),
+            crate::export::nat_metrics::Kind::Gauge => (format!("azflow_nat_{}", n.name), "gauge"),
+        };
+        header(&mut out, &full, kind, n.help);
+        for (label, v) in n.points {
+            series(&mut out, &full, label.as_slice(), v);
+        }
+    }
+
     header(&mut out, "azflow_kernel_errors_total", "counter", "Kernel-side failures and events, by kind.");
     for (kind, n) in &s.kernel_errors {
         series(&mut out, "azflow_kernel_errors_total", &[("kind", kind.as_str())], *n);

@@ -4,6 +4,7 @@
 
 use std::{
     net::IpAddr,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -75,16 +76,25 @@ impl Resolver {
         Self { nat, pending, stats }
     }
 
-    /// Subscribes to the node's conntrack NEW and DESTROY events (CAP_NET_ADMIN). Opened before
-    /// anything is attached, so a failure turns NAT resolution off instead of holding bytes that
-    /// nobody will resolve.
-    pub fn open_events() -> std::io::Result<NetlinkSocket> {
-        NetlinkSocket::open(GROUPS_NEW_DESTROY, Duration::from_millis(200), 8 << 20)
-    }
-
-    /// Reads the table, then events, until `stop` is set.
-    pub fn spawn(mut self, events: NetlinkSocket, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("azflow-conntrack".into()).spawn(move || {
+    /// Starts the reader thread and waits until it has subscribed to the node's conntrack NEW
+    /// and DESTROY events (CAP_NET_ADMIN). Done before anything is attached, so a failure turns
+    /// NAT resolution off instead of holding bytes that nobody will resolve. With `netns`, the
+    /// thread reads the conntrack of that network namespace (an agent outside the node's own).
+    pub fn start(mut self, netns: Option<PathBuf>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new().name("azflow-conntrack".into()).spawn(move || {
+            let opened = enter_netns(netns.as_deref())
+                .and_then(|()| NetlinkSocket::open(GROUPS_NEW_DESTROY, Duration::from_millis(200), 8 << 20));
+            let events = match opened {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
             self.stats.listening.store(1, Ordering::Relaxed);
             // Subscribed first, then dumped: nothing that starts in between is missed.
             self.dump();
@@ -107,7 +117,12 @@ impl Resolver {
                 }
             }
             self.stats.listening.store(0, Ordering::Relaxed);
-        })
+        })?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("the conntrack reader did not start within 5 s")),
+        }
     }
 
     fn dump(&mut self) {
@@ -179,6 +194,18 @@ impl Resolver {
             }
         }
     }
+}
+
+/// Moves the calling thread (only) into the network namespace at `path`.
+fn enter_netns(path: Option<&std::path::Path>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let Some(path) = path else { return Ok(()) };
+    let file = std::fs::File::open(path)?;
+    // SAFETY: setns on a descriptor we hold open for the call; it changes this thread only.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,10 +31,11 @@ const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 pub const USAGE: &str = "\
 usage:
-  azflow-traffic serve --bind ADDR:PORT [--connections N] [--timeout-secs S]
+  azflow-traffic serve --bind ADDR:PORT [--connections N (0: until idle)] [--timeout-secs S]
   azflow-traffic serve --udp --bind ADDR:PORT [--datagrams N] [--idle-ms MS] [--timeout-secs S]
   azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--timeout-secs S]
   azflow-traffic rr --to ADDR:PORT --count N --size S [--timeout-secs S]
+  azflow-traffic ask --to ADDR:PORT [--connections N] --bytes N --reply N [--timeout-secs S]
   azflow-traffic udp --to ADDR:PORT --count N --size S
   azflow-traffic ping --to ADDR [--to ADDR ...] [--count N] [--timeout-ms MS]";
 
@@ -95,6 +96,14 @@ fn dispatch(command: &str, mut args: Args) -> Result<(), String> {
             let sessions: u64 = args.take_parsed("sessions")?.unwrap_or(1);
             args.finish()?;
             emit(&Report::Rr(tcp::rr_sessions(to, sessions, count, size, timeout)?))
+        }
+        "ask" => {
+            let to = args.take_socket_addr("to")?;
+            let connections = args.take_parsed("connections")?.unwrap_or(1);
+            let request = args.take_bytes("bytes")?.ok_or("--bytes is required")?;
+            let reply = args.require("reply")?;
+            args.finish()?;
+            emit(&Report::Rr(tcp::ask(to, connections, request, reply, timeout)?))
         }
         "udp" => {
             let to = args.take_socket_addr("to")?;

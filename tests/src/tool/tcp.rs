@@ -17,6 +17,8 @@ use crate::protocol::{
 const READ_BUF: usize = 256 << 10;
 
 /// Accepts `connections` connections (each handled on its own thread), then prints the summary.
+/// With 0, accepts until no connection came for `timeout` (behind a load-balancing VIP a
+/// backend cannot know how many it will get).
 pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<(), String> {
     let listener = TcpListener::bind(bind).map_err(io_err(format!("binding TCP {bind}")))?;
     let addr = listener
@@ -26,15 +28,24 @@ pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<()
         proto: "tcp".into(),
         addr,
     }))?;
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut workers = Vec::new();
-    for n in 0..connections {
-        let (stream, peer) = accept_before(&listener, deadline).map_err(|e| {
+    let mut n = 0u32;
+    while connections == 0 || n < connections {
+        let accepted = accept_before(&listener, deadline);
+        if connections == 0 && accepted.is_err() {
+            break;
+        }
+        let (stream, peer) = accepted.map_err(|e| {
             format!(
                 "accepting connection {} of {connections} on {addr}: {e}",
                 n + 1
             )
         })?;
+        n += 1;
+        if connections == 0 {
+            deadline = Instant::now() + timeout;
+        }
         workers.push(thread::spawn(move || {
             handle(stream, peer, timeout).map_err(|e| format!("connection from {peer}: {e}"))
         }));
@@ -128,6 +139,22 @@ fn handle(
                 .write_all(&payload.to_be_bytes())
                 .map_err(io_err("sending the confirmation"))?;
             summary.bytes_sent = CONFIRMATION_LEN as u64;
+        }
+        Mode::Ask { reply } => {
+            summary.mode = "ask".into();
+            let mut buf = vec![0u8; READ_BUF];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => summary.bytes_received += n as u64,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("reading the request: {e}")),
+                }
+            }
+            let answer = pattern(usize::try_from(reply).map_err(|_| "reply too large")?);
+            stream.write_all(&answer).map_err(io_err("sending the reply"))?;
+            summary.bytes_sent = u64::from(reply);
+            summary.messages = 1;
         }
         Mode::Echo { size } => {
             summary.mode = "echo".into();
@@ -239,6 +266,38 @@ pub fn bulk(
 
 /// `sessions` sequential connections, each doing `count` round trips (many connects from one
 /// process, so no process start-up competes with the handshakes); totals in one report.
+/// `connections` short connections one after another: each sends `request` bytes (after the
+/// header), shuts down its side, reads a `reply`-byte answer and the server's close.
+pub fn ask(to: SocketAddr, connections: u64, request: u64, reply: u32, timeout: Duration) -> Result<RrReport, String> {
+    let start = Instant::now();
+    let body = pattern(usize::try_from(request).map_err(|_| "--bytes too large")?);
+    let mut answer = vec![0u8; usize::try_from(reply).map_err(|_| "--reply too large")?];
+    let mut local = to;
+    let mut rtts = Vec::new();
+    for i in 0..connections {
+        let t = Instant::now();
+        let mut stream = connect(to, timeout)?;
+        local = stream.local_addr().map_err(io_err("local address"))?;
+        stream.write_all(&Header(Mode::Ask { reply }).encode()).map_err(io_err("sending the header"))?;
+        stream.write_all(&body).map_err(|e| format!("connection {}: sending the request: {e}", i + 1))?;
+        stream.shutdown(Shutdown::Write).map_err(io_err("shutting down the sending side"))?;
+        stream.read_exact(&mut answer).map_err(|e| format!("connection {}: reading the reply: {e}", i + 1))?;
+        expect_eof(&mut stream)?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(RrReport {
+        local,
+        peer: to,
+        count: connections,
+        size: request,
+        bytes_sent: connections * (HEADER_LEN as u64 + request),
+        bytes_received: connections * u64::from(reply),
+        elapsed_secs: secs(start.elapsed()),
+        rtt_us: RttStats::from_samples(&mut rtts),
+        kernel_srtt_us: RttStats::default(),
+    })
+}
+
 pub fn rr_sessions(to: SocketAddr, sessions: u64, count: u64, size: u32, timeout: Duration) -> Result<RrReport, String> {
     let mut total = rr(to, count, size, timeout)?;
     for _ in 1..sessions {

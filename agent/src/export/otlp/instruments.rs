@@ -112,6 +112,7 @@ impl Instruments {
         let mut this = Self { meter, cell, agent_names: Vec::new() };
         this.register_tcp_events();
         this.register_self_metrics();
+        this.register_nat();
         this
     }
 
@@ -139,6 +140,16 @@ impl Instruments {
             .build();
     }
 
+    fn gauge_u64(&self, name: impl Into<Cow<'static, str>>, unit: &'static str, description: &'static str, f: impl Fn(&Snapshot, &dyn AsyncInstrument<u64>) + Send + Sync + 'static) {
+        let cell = self.cell.clone();
+        self.meter
+            .u64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |o| f(&cell.get(), o))
+            .build();
+    }
+
     /// TCP events per destination zone, counted by the kernel beside the latency histograms.
     fn register_tcp_events(&self) {
         use agent_common::hist::TcpEvent;
@@ -151,6 +162,28 @@ impl Instruments {
                     o.observe(row.events[event as usize], &zone_attributes(s, k));
                 }
             });
+        }
+    }
+
+    /// The NAT series (`azflow.nat.*`), the same list Prometheus renders.
+    fn register_nat(&self) {
+        use crate::export::nat_metrics::{self, Kind};
+        // Instruments are registered once; a snapshot without NAT observes nothing.
+        let probe = crate::nat::NatSnapshot { enabled: true, ..Default::default() };
+        for (i, n) in nat_metrics::series(&probe).into_iter().enumerate() {
+            let name = format!("azflow.nat.{}", n.name);
+            let pick = move |s: &Snapshot, o: &dyn AsyncInstrument<u64>| {
+                if let Some(series) = nat_metrics::series(&s.nat).into_iter().nth(i) {
+                    for (label, v) in series.points {
+                        let attrs: Vec<KeyValue> = label.map(|(k, val)| KeyValue::new(k, val)).into_iter().collect();
+                        o.observe(v, &attrs);
+                    }
+                }
+            };
+            match n.kind {
+                Kind::Counter => self.counter(name, n.unit, n.help, pick),
+                Kind::Gauge => self.gauge_u64(name, n.unit, n.help, pick),
+            }
         }
     }
 
