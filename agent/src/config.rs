@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to a cgroup, count, and serve the results (console table and Prometheus).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the resolved subnet → AZ table and this host's identity, then exit.
     Topology(TopologyArgs),
     /// Check that IMDS, AWS credentials and ec2:DescribeSubnets work; one line each, with a fix.
@@ -297,7 +297,7 @@ mod tests {
         let mut argv = vec!["azflow", "run"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Run(a) => a,
+            Command::Run(a) => *a,
             other => panic!("expected run, got {other:?}"),
         }
     }

@@ -46,8 +46,14 @@ pub struct KernelMaps {
     nat_pending: HashMap<MapData, NatKey, PendingValue>,
     nat_stats: PerCpuArray<MapData, u64>,
     /// Second handles on the NAT maps for the conntrack reader's thread (taken once).
-    resolver_handles: Option<(HashMap<MapData, NatKey, NatTarget>, HashMap<MapData, NatKey, PendingValue>)>,
+    resolver_handles: Option<ResolverHandles>,
 }
+
+/// The NAT map and the pending map, as a second pair of handles for the conntrack reader.
+pub type ResolverHandles = (HashMap<MapData, NatKey, NatTarget>, HashMap<MapData, NatKey, PendingValue>);
+
+/// Two handles on one hash map.
+type HandlePair<K, V> = (HashMap<MapData, K, V>, HashMap<MapData, K, V>);
 
 /// One cumulative histogram: per-bucket counts (empty when no sample yet) and the sum in µs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,7 +129,7 @@ impl KernelMaps {
     }
 
     /// The NAT maps for the conntrack reader (its own file descriptors); `None` after the first call.
-    pub fn take_resolver_handles(&mut self) -> Option<(HashMap<MapData, NatKey, NatTarget>, HashMap<MapData, NatKey, PendingValue>)> {
+    pub fn take_resolver_handles(&mut self) -> Option<ResolverHandles> {
         self.resolver_handles.take()
     }
 
@@ -284,7 +290,7 @@ impl KernelMaps {
 fn take_twice<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
-) -> Result<(HashMap<MapData, K, V>, HashMap<MapData, K, V>), MapsError> {
+) -> Result<HandlePair<K, V>, MapsError> {
     let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
     let data = match &map {
         Map::HashMap(d) | Map::LruHashMap(d) => d,

@@ -296,6 +296,16 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seed_corpus_holds_real_entries() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/conntrack_messages");
+        let batch = std::fs::read(dir.join("dump_batch")).expect("seed file");
+        let msgs = parse_buffer(&batch).expect("parses");
+        assert_eq!(msgs.len(), 3);
+        assert!(matches!(msgs[1], Message::Entry(Entry { kind: Kind::Destroy, orig: Tuple { src: IpAddr::V6(_), .. }, .. })));
+        assert_eq!(msgs[2], Message::Done);
+    }
+
+    #[test]
     fn done_and_errors_are_recognised() {
         let mut done = Vec::new();
         done.extend_from_slice(&20u32.to_ne_bytes());
