@@ -12,7 +12,10 @@ fn main() -> Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let ebpf_dir = root.join("agent-ebpf");
-    println!("cargo::rerun-if-changed={}", root.join("agent-common/src").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("agent-common/src").display()
+    );
     println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
 
     // AYA_BUILD_SKIP=1 builds user space only (clippy, docs, pure unit tests); the agent then
@@ -22,15 +25,23 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if which_bpf_linker().is_none() {
-        bail!("bpf-linker is not on PATH: run `cargo xtask setup` (it installs the pinned toolchains and bpf-linker)");
+        bail!(
+            "bpf-linker is not on PATH: run `cargo xtask setup` (it installs the pinned toolchains and bpf-linker)"
+        );
     }
     let root_dir = ebpf_dir.to_str().context("agent-ebpf path is not UTF-8")?;
-    let package = aya_build::Package { name: "agent-ebpf", root_dir, ..Default::default() };
+    let package = aya_build::Package {
+        name: "agent-ebpf",
+        root_dir,
+        ..Default::default()
+    };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))
         .with_context(|| format!("building the eBPF object with {EBPF_TOOLCHAIN} (run `cargo xtask setup` if a piece is missing)"))
 }
 
 fn which_bpf_linker() -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+    env::split_paths(&path)
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.is_file())
 }

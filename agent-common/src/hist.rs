@@ -103,24 +103,56 @@ pub enum TcpEvent {
     RttSamples = 2,
     /// RTT callbacks skipped by the per-socket sampling interval.
     RttSkipped = 3,
+    /// Smoothed RTTs read by the byte path from sockets that predate the agent (no callbacks).
+    SrttSamples = 4,
 }
 
 impl TcpEvent {
-    pub const COUNT: u32 = 4;
-    pub const ALL: [Self; 4] = [Self::RetransmitSegments, Self::Rto, Self::RttSamples, Self::RttSkipped];
+    pub const COUNT: u32 = 5;
+    pub const ALL: [Self; 5] = [Self::RetransmitSegments, Self::Rto, Self::RttSamples, Self::RttSkipped, Self::SrttSamples];
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::RetransmitSegments => "retransmit_segments",
             Self::Rto => "rto",
             Self::RttSamples => "rtt_samples",
             Self::RttSkipped => "rtt_skipped",
+            Self::SrttSamples => "srtt_samples",
         }
     }
+}
+
+/// Whether a socket without sock_ops callbacks is due for a smoothed-RTT read: never sampled, or
+/// sampled at least `interval_ns` ago (an interval of 0 still reads at most once per ms, so a
+/// busy socket does not pay the read on every packet).
+#[inline(always)]
+pub const fn srtt_due(now_ns: u64, last_ns: u64, interval_ns: u64) -> bool {
+    let min = if interval_ns < 1_000_000 { 1_000_000 } else { interval_ns };
+    last_ns == 0 || now_ns.wrapping_sub(last_ns) >= min
+}
+
+/// Retransmitted segments since the last read of `total_retrans` (a counter that only grows; the
+/// first read of a socket only sets the baseline).
+#[inline(always)]
+pub const fn retrans_since(seen: u32, total: u32, first: bool) -> u32 {
+    if first { 0 } else { total.wrapping_sub(seen) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srtt_reads_are_rate_limited_per_socket() {
+        assert!(srtt_due(5, 0, 10_000_000));
+        assert!(!srtt_due(5_000_000, 1, 10_000_000));
+        assert!(srtt_due(10_000_001, 1, 10_000_000));
+        // Interval 0 ("every sample") still means at most one read per millisecond.
+        assert!(!srtt_due(500_000, 1, 0));
+        assert!(srtt_due(1_000_001, 1, 0));
+        assert_eq!(retrans_since(7, 7, true), 0);
+        assert_eq!(retrans_since(7, 9, false), 2);
+        assert_eq!(retrans_since(u32::MAX, 1, false), 2);
+    }
 
     #[test]
     fn ilog2_matches_std() {

@@ -27,11 +27,12 @@ pub mod map_names {
     pub const NAT: &str = "AZF_NAT";
     pub const NAT_PENDING: &str = "AZF_NAT_PENDING";
     pub const NAT_STATS: &str = "AZF_NAT_STATS";
+    pub const SRTT_HIST: &str = "AZF_SRTT_HIST";
 
     /// Every map, for pinning.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
-        NAT, NAT_PENDING, NAT_STATS,
+        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST,
     ];
 }
 
@@ -225,9 +226,10 @@ pub struct UnmappedValue {
 /// Socket-local state: the cached classification (so the LPM lookup runs once per socket and
 /// topology generation, not once per packet), how NAT was resolved, and the sock_ops timestamps.
 ///
-/// Layout (56 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `nat: u8 @12`,
-/// `nat_family: u8 @13`, `_pad: u16 @14`, `connect_start_ns: u64 @16`, `rtt_sampled_ns: u64 @24`,
-/// `held_connect_us: u64 @32`, `nat_remote: [u8; 16] @40`.
+/// Layout (64 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `nat: u8 @12`,
+/// `nat_family: u8 @13`, `ops_callbacks: u8 @14`, `_pad: u8 @15`, `connect_start_ns: u64 @16`,
+/// `rtt_sampled_ns: u64 @24`, `held_connect_us: u64 @32`, `nat_remote: [u8; 16] @40`,
+/// `retrans_seen: u32 @56`, `_pad2: u32 @60`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
@@ -238,7 +240,11 @@ pub struct SockState {
     pub nat: u8,
     /// 4 or 6: the family of `nat_remote` (0 when unresolved).
     pub nat_family: u8,
-    pub _pad: u16,
+    /// 1 once sock_ops callbacks run for this socket (it was established while attached, or an
+    /// earlier agent switched them on). 0: a socket that predates the agent, whose RTT the byte
+    /// path reads from the kernel's smoothed RTT instead.
+    pub ops_callbacks: u8,
+    pub _pad: u8,
     /// `bpf_ktime_get_ns` when an active open started; 0 when none is pending.
     pub connect_start_ns: u64,
     /// When this socket's last RTT sample was taken (sampling interval).
@@ -249,6 +255,9 @@ pub struct SockState {
     /// The real remote end of a NAT-resolved socket, so a topology refresh re-classifies it by
     /// the backend, not by the VIP its packets carry.
     pub nat_remote: [u8; 16],
+    /// `tcp_sock.total_retrans` when the byte path last read it (sockets without callbacks).
+    pub retrans_seen: u32,
+    pub _pad2: u32,
 }
 
 /// Index 0 of the single-entry state array user space writes.
@@ -331,8 +340,8 @@ mod pod {
     unsafe impl aya::Pod for UnmappedKey {}
     // SAFETY: repr(C), u64 arrays only, no padding.
     unsafe impl aya::Pod for UnmappedValue {}
-    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + u8 + u8 + explicit u16 pad + three u64 + [u8; 16]:
-    // no implicit padding (56 bytes).
+    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + four u8 + three u64 + [u8; 16] + two u32: no
+    // implicit padding (64 bytes).
     unsafe impl aya::Pod for SockState {}
     // SAFETY: repr(C), two u32 then a u64, no implicit padding.
     unsafe impl aya::Pod for State {}
@@ -351,7 +360,7 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnmappedKey>(), 20);
         assert_eq!(size_of::<UnmappedValue>(), 32);
-        assert_eq!(size_of::<SockState>(), 56);
+        assert_eq!(size_of::<SockState>(), 64);
         assert_eq!(size_of::<State>(), 16);
     }
 

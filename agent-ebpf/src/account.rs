@@ -18,7 +18,7 @@ use aya_ebpf::{
 use crate::{
     classify::{self, IPPROTO_TCP, IpInfo},
     maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_UNMAPPED},
-    nat, sockcache,
+    nat, sockcache, srtt,
 };
 
 const TCP_LISTEN: u32 = 10;
@@ -66,8 +66,14 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     let (cached, nat_state) = unsafe { ((*cache).generation, (*cache).nat) };
     if cached == generation && nat_state <= state::RESOLVED {
         // SAFETY: as above.
-        let info = unsafe { (*cache).info };
-        return count(ctx, dir, l, info, None);
+        let (info, ops) = unsafe { ((*cache).info, (*cache).ops_callbacks) };
+        count(ctx, dir, l, info, None);
+        // The one extra branch for sockets with callbacks; older sockets read their srtt here.
+        if ops == 0 {
+            // SAFETY: `full` and `cache` as above.
+            unsafe { srtt::poll(full, cache, info.zone_idx, info.class) };
+        }
+        return;
     }
     // SAFETY: as above.
     unsafe { slow_socket(ctx, dir, l, cache, generation) };

@@ -17,6 +17,7 @@ mod classify;
 mod maps;
 mod nat;
 mod rtt;
+mod srtt;
 mod sockcache;
 
 use agent_common::Direction;

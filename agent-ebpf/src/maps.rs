@@ -41,6 +41,11 @@ pub static AZF_SOCK_CLASS: SkStorage<SockState> = SkStorage::new();
 #[btf_map]
 pub static AZF_RTT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpuArray::new();
 
+/// Smoothed RTTs of sockets that predate the agent, same rows as `AZF_RTT_HIST` (kept apart:
+/// a smoothed value is not a per-ack sample).
+#[btf_map]
+pub static AZF_SRTT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpuArray::new();
+
 #[btf_map]
 pub static AZF_CONNECT_HIST: PerCpuArray<u64, { hist::CELLS as usize }> = PerCpuArray::new();
 

@@ -53,6 +53,8 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
                 return;
             }
             // SAFETY: non-NULL storage of our value type.
+            unsafe { (*s).ops_callbacks = 1 };
+            // SAFETY: non-NULL storage of our value type.
             let start = unsafe { (*s).connect_start_ns };
             if start == 0 {
                 return;
@@ -67,7 +69,10 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
                 None => unsafe { (*s).held_connect_us = us.max(1) },
             }
         }
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => enable_callbacks(ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            enable_callbacks(ctx);
+            mark_callbacks(sk);
+        }
         BPF_SOCK_OPS_RTT_CB => on_rtt(ctx, sk),
         BPF_SOCK_OPS_RETRANS_CB => {
             // args: seq, segments, error (0 when the retransmission went out).
@@ -92,11 +97,29 @@ fn enable_callbacks(ctx: &SockOpsContext) {
     let _ = ctx.set_cb_flags(flags as i32);
 }
 
+/// Callbacks run for this socket: the byte path stops reading its smoothed RTT.
+#[inline(always)]
+fn mark_callbacks(sk: *mut bpf_sock) {
+    // SAFETY: sock_ops hands full sockets to the callbacks used here.
+    let s = unsafe { sockcache::storage(sk) };
+    if !s.is_null() {
+        // SAFETY: non-NULL storage of our value type.
+        unsafe { (*s).ops_callbacks = 1 };
+    }
+}
+
 #[inline(always)]
 fn on_rtt(ctx: &SockOpsContext, sk: *mut bpf_sock) {
     let Some((row, s)) = classify_socket(ctx, sk) else { return };
     let now = now_ns();
     if !s.is_null() {
+        // An earlier agent switched the callbacks on (a restart without --pin): say so once.
+        // SAFETY: non-NULL storage of our value type.
+        unsafe {
+            if (*s).ops_callbacks == 0 {
+                (*s).ops_callbacks = 1;
+            }
+        }
         let interval = sockcache::rtt_interval_ns();
         // SAFETY: non-NULL storage of our value type.
         let last = unsafe { (*s).rtt_sampled_ns };
@@ -235,7 +258,7 @@ pub fn add_sample<const N: usize, const F: usize>(map: &PerCpuArray<u64, N, F>, 
 }
 
 #[inline(always)]
-fn add_event(row: u32, event: TcpEvent, n: u64) {
+pub fn add_event(row: u32, event: TcpEvent, n: u64) {
     if let Some(cell) = AZF_TCP_EVENTS.get_ptr_mut(row * TcpEvent::COUNT + event as u32) {
         // SAFETY: valid, aligned per-CPU array cell.
         unsafe { atomic_add(cell, n) };

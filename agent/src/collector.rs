@@ -39,6 +39,9 @@ pub struct Collector {
     /// NAT: whether catch-all ranges wait for conntrack, the sweep of held bytes, and what it
     /// credited as unresolved.
     nat_candidates: bool,
+    /// Candidates are flagged only once conntrack is seen tracking connections here (see
+    /// [`NatSetup::candidates`]).
+    nat_armed: bool,
     pending: PendingSweep,
     nat_user: NatSnapshot,
     resolver: Option<Arc<ResolverStats>>,
@@ -46,7 +49,9 @@ pub struct Collector {
 
 /// NAT settings of a [`Collector`].
 pub struct NatSetup {
-    /// Flag catch-all ranges as NAT candidates (only when conntrack can be read).
+    /// Flag catch-all ranges as NAT candidates — only when conntrack can be read, and only from
+    /// the moment the reader has seen it track a connection: on a host where conntrack tracks
+    /// nothing, no socket would ever get its mapping, so none waits for one.
     pub candidates: bool,
     pub pending_timeout: std::time::Duration,
     pub resolver: Option<Arc<ResolverStats>>,
@@ -62,7 +67,8 @@ impl Collector {
         self_metrics: SharedSelfMetrics,
         nat_setup: NatSetup,
     ) -> Result<Self, MapsError> {
-        let table = if nat_setup.candidates { table.with_nat_candidates() } else { table };
+        let nat_armed = nat_setup.candidates && nat_setup.resolver.as_ref().is_some_and(|r| r.tracking());
+        let table = if nat_armed { table.with_nat_candidates() } else { table };
         let previous = maps.generation()?;
         // Adopted maps (a restart with --pin) already hold counts. They continue the totals
         // only when every prefix keeps its slot; otherwise they become the baseline.
@@ -89,6 +95,7 @@ impl Collector {
             last: Arc::new(Snapshot::default()),
             self_metrics,
             nat_candidates: nat_setup.candidates,
+            nat_armed,
             pending: PendingSweep::new(nat_setup.pending_timeout),
             nat_user: NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() },
             resolver: nat_setup.resolver,
@@ -97,7 +104,7 @@ impl Collector {
 
     /// Swaps in a new table: drains first so every byte counted so far keeps its old labels.
     pub fn replace_table(&mut self, table: KernelTable) -> Result<Arc<Snapshot>, MapsError> {
-        let table = if self.nat_candidates { table.with_nat_candidates() } else { table };
+        let table = if self.nat_armed { table.with_nat_candidates() } else { table };
         let snap = self.drain();
         let generation = self.generation.wrapping_add(1).max(1);
         self.maps.sync(&table.v4, &table.v6, generation)?;
@@ -155,7 +162,7 @@ impl Collector {
         let (subnet_flows, subnet_series_overflow) = self.acc.subnet_totals();
         let mut latency = BTreeMap::new();
         for (row, r) in self.maps.read_latency(self.latency_rows.keys().copied())? {
-            let active = r.events.iter().any(|e| *e > 0) || r.connect.count() > 0 || r.rtt.count() > 0;
+            let active = r.events.iter().any(|e| *e > 0) || r.connect.count() > 0 || r.rtt.count() > 0 || r.srtt.count() > 0;
             if let (true, Some(key)) = (active, self.latency_rows.get(&row)) {
                 latency.insert(key.clone(), r);
             }
@@ -183,8 +190,23 @@ impl Collector {
         })
     }
 
+    /// Flags the NAT candidates once conntrack is seen tracking connections (a new generation, so
+    /// sockets seen from now on may wait; sockets already counted keep counting directly).
+    fn arm_nat(&mut self) -> Result<(), MapsError> {
+        if self.nat_armed || !self.nat_candidates || !self.resolver.as_ref().is_some_and(|r| r.tracking()) {
+            return Ok(());
+        }
+        let table = self.table.clone().with_nat_candidates();
+        let generation = self.generation.wrapping_add(1).max(1);
+        self.maps.sync(&table.v4, &table.v6, generation)?;
+        (self.table, self.generation, self.nat_armed) = (table, generation, true);
+        tracing::info!("conntrack tracks connections on this node: Service/NAT destinations now wait for their real remote end");
+        Ok(())
+    }
+
     /// Credits what the kernel held for NAT-pending connections (see `nat::pending`).
     fn sweep_nat(&mut self) -> Result<NatSnapshot, MapsError> {
+        self.arm_nat()?;
         let mut credits = Vec::new();
         let outcome = self.pending.sweep(&mut self.maps, nat::monotonic_ns(), &mut credits);
         for c in credits {
@@ -200,6 +222,7 @@ impl Collector {
         self.nat_user.timeouts += outcome.gave_up;
         let k = self.maps.read_nat_stats()?;
         let mut snap = self.nat_user.clone();
+        snap.armed = self.nat_armed;
         for dir in agent_common::Direction::ALL {
             let d = dir as usize;
             snap.unresolved_bytes[d] = snap.unresolved_bytes[d].saturating_add(k[NatStat::unresolved_bytes(dir) as usize]);

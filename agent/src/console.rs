@@ -32,7 +32,7 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
         let old = prev.get(row).copied().unwrap_or_default();
         let rate = |d: usize| cells[d].bytes.saturating_sub(old[d].bytes) as f64 / secs;
         let rtt = now.latency.get(&ZoneKey { dst_zone: row.0.clone(), dst_zone_id: row.1.clone(), class: row.2 });
-        let q = |p: f64| rtt.and_then(|r| r.rtt.quantile_us(p)).map_or("-".to_string(), micros);
+        let q = |p: f64| rtt.and_then(|r| r.rtt.quantile_us(p).or_else(|| r.srtt.quantile_us(p))).map_or("-".to_string(), micros);
         let _ = writeln!(
             out,
             "{:<18} {:<12} {:<10} {:>11} {:>12} {:>11} {:>12} {:>10} {:>10}",

@@ -34,6 +34,7 @@ fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
 pub struct KernelMaps {
     rtt_interval_ns: u64,
     rtt: PerCpuArray<MapData, u64>,
+    srtt: PerCpuArray<MapData, u64>,
     connect: PerCpuArray<MapData, u64>,
     events: PerCpuArray<MapData, u64>,
     v4: LpmTrie<MapData, [u8; 4], SubnetInfo>,
@@ -90,6 +91,8 @@ impl Histogram {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowLatency {
     pub rtt: Histogram,
+    /// Smoothed RTTs of sockets that predate the agent.
+    pub srtt: Histogram,
     pub connect: Histogram,
     /// Indexed by [`TcpEvent`].
     pub events: [u64; TcpEvent::COUNT as usize],
@@ -117,6 +120,7 @@ impl KernelMaps {
             nat_stats: take(ebpf, map_names::NAT_STATS)?,
             rtt_interval_ns,
             rtt: take(ebpf, map_names::RTT_HIST)?,
+            srtt: take(ebpf, map_names::SRTT_HIST)?,
             connect: take(ebpf, map_names::CONNECT_HIST)?,
             events: take(ebpf, map_names::TCP_EVENTS)?,
             v4: take(ebpf, map_names::SUBNETS_V4)?,
@@ -240,8 +244,10 @@ impl KernelMaps {
                 *cell = sum_cell(&self.events, map_names::TCP_EVENTS, row * TcpEvent::COUNT + e as u32)?;
             }
             let rtt_samples = r.events[TcpEvent::RttSamples as usize];
+            let srtt_samples = r.events[TcpEvent::SrttSamples as usize];
             for (map, name, h, known_samples) in [
                 (&self.rtt, map_names::RTT_HIST, &mut r.rtt, rtt_samples),
+                (&self.srtt, map_names::SRTT_HIST, &mut r.srtt, srtt_samples),
                 (&self.connect, map_names::CONNECT_HIST, &mut r.connect, 0),
             ] {
                 let base = row * hist::ROW_STRIDE;

@@ -44,5 +44,6 @@ pub fn series(n: &NatSnapshot) -> Vec<Series> {
             (Some(("kind", "map_write")), n.nat_map_write_failures),
         ] },
         Series { name: "conntrack_listening", kind: Kind::Gauge, unit: "1", help: "1 while the conntrack event reader runs.", points: vec![(None, u64::from(n.conntrack_listening))] },
+        Series { name: "armed", kind: Kind::Gauge, unit: "1", help: "1 once conntrack was seen tracking connections here: from then on, connections to ranges outside the known subnets wait for their real remote end.", points: vec![(None, u64::from(n.armed))] },
     ]
 }

@@ -116,11 +116,16 @@ fn latency(out: &mut String, s: &Snapshot) {
     let host = &s.host;
     for (name, help, pick) in [
         ("azflow_tcp_rtt_seconds", "TCP round-trip time samples (the kernel's own), by destination zone.", 0),
+        ("azflow_tcp_srtt_seconds", "The kernel's smoothed RTT of connections opened before the agent started (at most once per socket per sampling interval), by destination zone.", 2),
         ("azflow_tcp_connect_duration_seconds", "Duration of active TCP opens (connect to established), by destination zone.", 1),
     ] {
         header(out, name, "histogram", help);
         for (k, row) in &s.latency {
-            let h = if pick == 0 { &row.rtt } else { &row.connect };
+            let h = match pick {
+                0 => &row.rtt,
+                2 => &row.srtt,
+                _ => &row.connect,
+            };
             if h.buckets.is_empty() {
                 continue;
             }
@@ -148,6 +153,7 @@ fn latency(out: &mut String, s: &Snapshot) {
         (TcpEvent::Rto, "azflow_tcp_rto_total", "TCP retransmission timeouts, by destination zone."),
         (TcpEvent::RttSamples, "azflow_tcp_rtt_samples_total", "RTT samples taken into the histogram."),
         (TcpEvent::RttSkipped, "azflow_tcp_rtt_samples_skipped_total", "RTT callbacks skipped by the per-socket sampling interval."),
+        (TcpEvent::SrttSamples, "azflow_tcp_srtt_samples_total", "Smoothed RTTs read from connections that predate the agent."),
     ] {
         header(out, name, "counter", help);
         for (k, row) in &s.latency {

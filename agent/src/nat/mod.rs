@@ -40,6 +40,8 @@ pub struct NatSnapshot {
     pub conntrack_parse_errors: u64,
     pub nat_map_write_failures: u64,
     pub conntrack_listening: bool,
+    /// Candidates wait for their mapping (conntrack seen tracking connections here).
+    pub armed: bool,
 }
 
 impl NatSnapshot {

@@ -35,6 +35,13 @@ pub struct ResolverStats {
     pub listening: AtomicU64,
 }
 
+impl ResolverStats {
+    /// Conntrack was seen tracking a TCP connection in this namespace (dump or event).
+    pub fn tracking(&self) -> bool {
+        self.written.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// Keys and targets to write for a conntrack entry: the connection as a pod's socket sees it
 /// (the original tuple), and as a host-network socket behind OUTPUT DNAT sees its packets (the
 /// reply tuple reversed). Both name the reply's source: the real remote end.

@@ -34,7 +34,7 @@ usage:
   azflow-traffic serve --bind ADDR:PORT [--connections N (0: until idle)] [--timeout-secs S]
   azflow-traffic serve --udp --bind ADDR:PORT [--datagrams N] [--idle-ms MS] [--timeout-secs S]
   azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--timeout-secs S]
-  azflow-traffic rr --to ADDR:PORT --count N --size S [--timeout-secs S]
+  azflow-traffic rr --to ADDR:PORT --count N --size S [--sessions N] [--start-after-ms MS] [--timeout-secs S]
   azflow-traffic ask --to ADDR:PORT [--connections N] --bytes N --reply N [--timeout-secs S]
   azflow-traffic udp --to ADDR:PORT --count N --size S
   azflow-traffic ping --to ADDR [--to ADDR ...] [--count N] [--timeout-ms MS]";
@@ -94,8 +94,9 @@ fn dispatch(command: &str, mut args: Args) -> Result<(), String> {
             let count = args.require("count")?;
             let size = args.require("size")?;
             let sessions: u64 = args.take_parsed("sessions")?.unwrap_or(1);
+            let start_after = args.take_millis("start-after-ms", 0)?;
             args.finish()?;
-            emit(&Report::Rr(tcp::rr_sessions(to, sessions, count, size, timeout)?))
+            emit(&Report::Rr(tcp::rr_sessions(to, sessions, count, size, timeout, start_after)?))
         }
         "ask" => {
             let to = args.take_socket_addr("to")?;

@@ -298,10 +298,10 @@ pub fn ask(to: SocketAddr, connections: u64, request: u64, reply: u32, timeout: 
     })
 }
 
-pub fn rr_sessions(to: SocketAddr, sessions: u64, count: u64, size: u32, timeout: Duration) -> Result<RrReport, String> {
-    let mut total = rr(to, count, size, timeout)?;
+pub fn rr_sessions(to: SocketAddr, sessions: u64, count: u64, size: u32, timeout: Duration, start_after: Duration) -> Result<RrReport, String> {
+    let mut total = rr(to, count, size, timeout, start_after)?;
     for _ in 1..sessions {
-        let r = rr(to, count, size, timeout)?;
+        let r = rr(to, count, size, timeout, Duration::ZERO)?;
         total.count += r.count;
         total.bytes_sent += r.bytes_sent;
         total.bytes_received += r.bytes_received;
@@ -311,7 +311,9 @@ pub fn rr_sessions(to: SocketAddr, sessions: u64, count: u64, size: u32, timeout
 }
 
 /// `count` request/response round trips of `size` bytes each, with TCP_NODELAY; checks every echo.
-pub fn rr(to: SocketAddr, count: u64, size: u32, timeout: Duration) -> Result<RrReport, String> {
+/// The connection is opened first and the exchanges start `start_after` later (a connection that
+/// predates an agent started in between).
+pub fn rr(to: SocketAddr, count: u64, size: u32, timeout: Duration, start_after: Duration) -> Result<RrReport, String> {
     if size == 0 {
         return Err("--size must be positive".into());
     }
@@ -319,10 +321,15 @@ pub fn rr(to: SocketAddr, count: u64, size: u32, timeout: Duration) -> Result<Rr
     let mut stream = connect(to, timeout)?;
     stream.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
     let local = stream.local_addr().map_err(io_err("local address"))?;
-    let start = Instant::now();
     stream
         .write_all(&Header(Mode::Echo { size }).encode())
         .map_err(io_err("sending the header"))?;
+    if !start_after.is_zero() {
+        // Say the connection is up, so a harness can start what must come after it.
+        emit(&Report::Listening(crate::protocol::Listening { proto: "tcp-connected".into(), addr: local }))?;
+        thread::sleep(start_after);
+    }
+    let start = Instant::now();
     let mut request = pattern(size_usize);
     let mut response = vec![0u8; size_usize];
     let mut rtts = Vec::with_capacity(usize::try_from(count).unwrap_or(0));

@@ -37,15 +37,19 @@ use crate::snapshot::{Histogram, RowLatency, Snapshot, ZoneKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Which {
     Rtt,
+    /// Smoothed RTTs of connections that predate the agent: a separate series, as a smoothed
+    /// value is not a per-ack sample.
+    Srtt,
     Connect,
 }
 
 impl Which {
-    pub const ALL: [Which; 2] = [Which::Rtt, Which::Connect];
+    pub const ALL: [Which; 3] = [Which::Rtt, Which::Srtt, Which::Connect];
 
     pub fn name(self) -> &'static str {
         match self {
             Which::Rtt => "azflow.tcp.rtt",
+            Which::Srtt => "azflow.tcp.srtt",
             Which::Connect => "azflow.tcp.connect.duration",
         }
     }
@@ -53,6 +57,7 @@ impl Which {
     fn description(self) -> &'static str {
         match self {
             Which::Rtt => "TCP round-trip time samples (the kernel's own), by destination zone; the kernel's buckets.",
+            Which::Srtt => "The kernel's smoothed RTT of connections opened before the agent started (read at most once per socket per sampling interval), by destination zone; the kernel's buckets.",
             Which::Connect => "Duration of active TCP opens (connect to established), by destination zone; the kernel's buckets.",
         }
     }
@@ -60,6 +65,7 @@ impl Which {
     fn of(self, row: &RowLatency) -> &Histogram {
         match self {
             Which::Rtt => &row.rtt,
+            Which::Srtt => &row.srtt,
             Which::Connect => &row.connect,
         }
     }
@@ -316,7 +322,7 @@ mod tests {
         let req = builder(Temporality::Cumulative).request(&snap, at(1060)).expect("a request");
 
         let names: Vec<(&str, &str)> = metrics(&req).iter().map(|m| (m.name.as_str(), m.unit.as_str())).collect();
-        assert_eq!(names, [("azflow.tcp.rtt", "s"), ("azflow.tcp.connect.duration", "s")]);
+        assert_eq!(names, [("azflow.tcp.rtt", "s"), ("azflow.tcp.srtt", "s"), ("azflow.tcp.connect.duration", "s")]);
         for m in metrics(&req) {
             let Some(Data::Histogram(h)) = &m.data else { panic!("{} is not a histogram", m.name) };
             assert_eq!(h.aggregation_temporality, AggregationTemporality::Cumulative as i32);

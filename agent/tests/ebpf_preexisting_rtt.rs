@@ -1,0 +1,101 @@
+//! Latency of connections that were open before the agent started (long-lived gRPC, database and
+//! cache connections): the byte path reads the kernel's smoothed RTT of such sockets, since no
+//! sock_ops callbacks were ever switched on for them. Checked against the delay line and against
+//! the kernel srtt the client reads on the same sockets (`tcp_info.tcpi_rtt`).
+
+mod common;
+
+use std::time::Duration;
+
+use azflow_tests::{Family, TestBed, Zone, process::Proc, protocol::Report};
+use common::{Agent, Metrics, rel_err, write_topology, zone_labels};
+
+const BASE_PROBE_US: f64 = 100.0;
+
+/// `histogram_quantile` over the exported buckets of one destination (microseconds).
+fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = m
+        .series
+        .iter()
+        .filter(|(n, l, _)| n == &format!("{name}_bucket") && l.get("dst_zone_id").map(String::as_str) == Some(zone_id))
+        .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), *v))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, c) in buckets {
+        if c >= rank {
+            if le.is_infinite() {
+                return Some(prev.0 * 1e6);
+            }
+            let frac = if c > prev.1 { (rank - prev.1) / (c - prev.1) } else { 0.0 };
+            return Some((prev.0 + (le - prev.0) * frac) * 1e6);
+        }
+        prev = (le, c);
+    }
+    None
+}
+
+#[test]
+fn ebpf_connections_opened_before_the_agent_get_rtt() {
+    let Some(bed) = TestBed::new_or_skip() else { return };
+    let dir = std::env::temp_dir().join(format!("azflow-prertt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let topo = write_topology(&bed, &dir);
+    let delay = bed
+        .delay_line(&[
+            (Zone::A, Zone::B, Duration::from_micros(750)),
+            (Zone::A, Zone::C, Duration::from_micros(250)),
+            (Zone::A, Zone::X, Duration::from_micros(BASE_PROBE_US as u64)),
+        ])
+        .expect("delay line");
+    // Connections to two AZs, opened now; their 2,000 round trips start once the agent runs.
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for dst in ["b1", "c1"] {
+        let server = bed.host(dst).start_tcp_server(Family::V4, 1).expect("server");
+        let mut cmd = bed.host("a1").traffic_command();
+        cmd.args(["rr", "--to", &server.addr().to_string(), "--count", "2000", "--size", "100", "--start-after-ms", "5000"]);
+        let mut proc = Proc::spawn(cmd, None).expect("client");
+        let line = proc.next_line(Duration::from_secs(15)).expect("connected");
+        assert!(line.contains("tcp-connected"), "{line}");
+        clients.push((dst, proc));
+        servers.push(server);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8")]);
+    let mut srtt = std::collections::BTreeMap::new();
+    for (dst, proc) in clients {
+        let done = proc.wait_ok(Duration::from_secs(60)).expect("client finished");
+        let last = done.stdout.lines().rev().find(|l| !l.trim().is_empty()).expect("report");
+        let Ok(Report::Rr(r)) = serde_json::from_str(last) else { panic!("not an rr report: {last}") };
+        srtt.insert(dst, r.kernel_srtt_us.p50);
+    }
+    for s in servers {
+        s.finish().expect("server");
+    }
+    // The bed's base (forwarding, delay-line mechanism) from a new connection's per-ack samples.
+    bed.run_rr("a1", "x1", 2_000, 100, Family::V4).expect("base probe");
+    let m = agent.settled();
+    let stats = delay.stop().expect("delay line stats");
+    println!("delay line: {stats:?}");
+    let base = quantile_us(&m, "azflow_tcp_rtt_seconds", "unknown", 0.5).expect("base samples") - 2.0 * BASE_PROBE_US;
+    for (dst, added) in [("b1", 1500.0), ("c1", 500.0)] {
+        let id = zone_labels(bed.host(dst).zone()).1;
+        let smoothed = m.value("azflow_tcp_srtt_samples_total", &[("dst_zone_id", id)]);
+        let per_ack = m.value("azflow_tcp_rtt_samples_total", &[("dst_zone_id", id)]);
+        let p50 = quantile_us(&m, "azflow_tcp_srtt_seconds", id, 0.5).unwrap_or_else(|| panic!("no smoothed RTT towards {dst}:\n{}", agent.log()));
+        let expect = added + base;
+        let ss = srtt[dst];
+        println!("a1->{dst} (opened before the agent): srtt p50 {p50:.0} µs over {smoothed} samples (expected {expect:.0} = {added} + base {base:.0}; the client's kernel srtt p50 {ss:.0} µs); per-ack samples {per_ack}");
+        assert!(smoothed >= 50.0, "{dst}: only {smoothed} smoothed samples");
+        assert!(rel_err(p50, expect) <= 0.10, "{dst}: srtt p50 {p50} vs {expect}");
+        assert!(ss > 0.0 && rel_err(p50, ss) <= 0.10, "{dst}: srtt p50 {p50} vs the kernel's {ss}");
+    }
+    let (status, _) = agent.stop();
+    assert!(status.success());
+}
