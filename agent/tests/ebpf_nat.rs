@@ -185,3 +185,73 @@ fn ebpf_service_vip_totals_stay_exact_when_conntrack_is_flushed_or_silent() {
     }
 }
 
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmRSS")
+}
+
+/// Churn: 100,000 Service connections at over 100,000 a minute. The agent's memory stays flat,
+/// the bounded maps stay bounded, and the bytes still equal the wire.
+#[test]
+fn ebpf_service_vip_churn_keeps_memory_flat() {
+    let Some(mut bed) = TestBed::new_or_skip() else { return };
+    let pod = bed.add_pod("a1", "pod").expect("adding a pod");
+    bed.segment_in_software("b1").expect("ethtool");
+    let dir = tempdir();
+    let topo = write_topology(&bed, &dir);
+    let node_ns = netns::path(bed.host("a1").netns());
+    let backends = start_backends(&bed, Family::V4, &["b1"]);
+    install(bed.host("a1"), Shape::Iptables, Family::V4, &backends.endpoints());
+    warm_up(&pod, Family::V4);
+    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--nat-netns", node_ns.to_str().expect("utf-8")]);
+    wait_armed(&agent);
+    let m0 = settled(&agent);
+    let c0 = bed.host("b1").link_counters().expect("counters");
+    let to = vip_addr(Family::V4);
+    // 100k connections a minute from one pod to one VIP reuse source ports within TIME_WAIT.
+    netns::write_sysctls(pod.netns(), &[("net/ipv4/tcp_tw_reuse", "1")]).expect("tcp_tw_reuse");
+    let started = std::time::Instant::now();
+    let mut rss = Vec::new();
+    let mut connections = 0u64;
+    while connections < 100_000 && started.elapsed() < std::time::Duration::from_secs(90) {
+        // Four clients at once, as several pods' worth of callers would.
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = pod.traffic_command();
+                cmd.args(["ask", "--to", &to, "--connections", "2500", "--bytes", "200", "--reply", "100"]);
+                azflow_tests::process::Proc::spawn(cmd, None).expect("client")
+            })
+            .collect();
+        // A reset connection fails its client; the wire still counts what it carried.
+        for c in clients {
+            match c.wait_ok(std::time::Duration::from_secs(120)) {
+                Ok(_) => connections += 2_500,
+                Err(e) => println!("churn: a client stopped early: {e:#}"),
+            }
+        }
+        let m = agent.scrape();
+        rss.push((started.elapsed().as_secs_f64(), rss_kib(agent.pid()), m.value("azflow_nat_pending_connections", &[])));
+    }
+    let per_minute = connections as f64 / started.elapsed().as_secs_f64() * 60.0;
+    let m1 = settled(&agent);
+    let c = bed.host("b1").link_counters().expect("counters") - c0;
+    for (t, kib, pending) in &rss {
+        println!("churn t={t:5.1}s: agent RSS {kib} KiB, connections held {pending}");
+    }
+    let (_, b_id) = zone_labels(Zone::B);
+    for (d, wire) in [("transmit", c.l3_rx_bytes()), ("receive", c.l3_tx_bytes())] {
+        let got = tcp(&m1, "bytes", d, b_id) - tcp(&m0, "bytes", d, b_id);
+        println!("churn {d}: agent {got} B vs wire {wire} B ({:.4}%)", rel_err(got, wire as f64) * 100.0);
+        assert!(rel_err(got, wire as f64) <= TOLERANCE, "churn {d}: {got} vs {wire}");
+    }
+    // Flat: after the first round (maps and tables at working size), RSS grows by under 2 MiB.
+    let (first, last) = (rss[0].1, rss[rss.len() - 1].1);
+    println!("churn: {connections} connections ({per_minute:.0}/min); RSS {first} KiB -> {last} KiB; pending map peak {}", rss.iter().map(|r| r.2 as u64).max().unwrap_or(0));
+    assert!(per_minute >= 100_000.0, "only {per_minute:.0} connections a minute");
+    assert!(last <= first + 2048, "agent RSS grew from {first} KiB to {last} KiB");
+    assert_eq!(m1.value("azflow_nat_pending_connections", &[]), 0.0);
+    assert_eq!(m1.value("azflow_nat_unresolved_bytes_total", &[]), 0.0);
+    let (status, _) = agent.stop();
+    assert!(status.success());
+}

@@ -17,8 +17,7 @@ use crate::protocol::{
 const READ_BUF: usize = 256 << 10;
 
 /// Accepts `connections` connections (each handled on its own thread), then prints the summary.
-/// With 0, accepts until no connection came for `timeout` (behind a load-balancing VIP a
-/// backend cannot know how many it will get).
+/// With 0, serves until no connection came for `timeout` (see [`serve_until_idle`]).
 pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<(), String> {
     let listener = TcpListener::bind(bind).map_err(io_err(format!("binding TCP {bind}")))?;
     let addr = listener
@@ -28,24 +27,18 @@ pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<()
         proto: "tcp".into(),
         addr,
     }))?;
-    let mut deadline = Instant::now() + timeout;
+    if connections == 0 {
+        return serve_until_idle(&listener, addr, timeout);
+    }
+    let deadline = Instant::now() + timeout;
     let mut workers = Vec::new();
-    let mut n = 0u32;
-    while connections == 0 || n < connections {
-        let accepted = accept_before(&listener, deadline);
-        if connections == 0 && accepted.is_err() {
-            break;
-        }
-        let (stream, peer) = accepted.map_err(|e| {
+    for n in 0..connections {
+        let (stream, peer) = accept_before(&listener, deadline).map_err(|e| {
             format!(
                 "accepting connection {} of {connections} on {addr}: {e}",
                 n + 1
             )
         })?;
-        n += 1;
-        if connections == 0 {
-            deadline = Instant::now() + timeout;
-        }
         workers.push(thread::spawn(move || {
             handle(stream, peer, timeout).map_err(|e| format!("connection from {peer}: {e}"))
         }));
@@ -70,6 +63,61 @@ pub fn serve(bind: SocketAddr, connections: u32, timeout: Duration) -> Result<()
         connections: summaries,
         datagrams: 0,
     }))
+}
+
+/// A backend behind a load-balancing VIP: it cannot know how many connections it will get, so it
+/// serves any number (a fixed pool of workers, so heavy churn costs no thread per connection)
+/// until none came for `timeout`. A failed connection is reported on stderr and does not stop
+/// the others; the summary carries totals only.
+fn serve_until_idle(listener: &TcpListener, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    const WORKERS: usize = 16;
+    let (tx, rx) = std::sync::mpsc::channel::<(TcpStream, SocketAddr)>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let rx = rx.clone();
+            thread::spawn(move || {
+                let (mut received, mut sent) = (0u64, 0u64);
+                loop {
+                    let next = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((stream, peer)) = next else { break };
+                    match handle(stream, peer, timeout) {
+                        Ok(s) => {
+                            received += s.bytes_received;
+                            sent += s.bytes_sent;
+                        }
+                        Err(e) => eprintln!("connection from {peer}: {e}"),
+                    }
+                }
+                (received, sent)
+            })
+        })
+        .collect();
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        match accept_before(listener, deadline) {
+            Ok(conn) => {
+                deadline = Instant::now() + timeout;
+                if tx.send(conn).is_err() {
+                    break;
+                }
+            }
+            Err(_) if Instant::now() >= deadline => break,
+            // ECONNABORTED and the like: that client is gone, the others are not.
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    drop(tx);
+    let (mut received, mut sent) = (0u64, 0u64);
+    for w in workers {
+        let (r, s) = w.join().map_err(|_| "a worker thread panicked")?;
+        received += r;
+        sent += s;
+    }
+    emit(&Report::ServerDone(ServerDone { proto: "tcp".into(), addr, bytes_received: received, bytes_sent: sent, connections: Vec::new(), datagrams: 0 }))
 }
 
 /// Waits for a connection until `deadline` (poll on the listening socket, then accept).
