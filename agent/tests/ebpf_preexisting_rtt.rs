@@ -99,3 +99,64 @@ fn ebpf_connections_opened_before_the_agent_get_rtt() {
     let (status, _) = agent.stop();
     assert!(status.success());
 }
+
+/// Hosts mount a BPF filesystem at /sys/fs/bpf at boot (systemd does); this machine may not.
+fn ensure_bpffs() {
+    let out = std::process::Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
+    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
+        let st = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status().expect("mount");
+        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
+    }
+}
+
+/// A pinned restart (`--pin`) under the same traffic: the kernel keeps sampling the connection
+/// that predates both agents while one replaces the other, so the samples taken between the old
+/// agent's last scrape and the new agent's first cover the whole gap.
+#[test]
+fn ebpf_pinned_restart_keeps_sampling_connections_older_than_the_agent() {
+    let Some(bed) = TestBed::new_or_skip() else { return };
+    ensure_bpffs();
+    let dir = std::env::temp_dir().join(format!("azflow-prertt-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let topo = write_topology(&bed, &dir);
+    let pin_path = format!("/sys/fs/bpf/azft-prertt-{}", std::process::id());
+    struct Uninstall(String);
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_azflow")).args(["uninstall", "--pin-path", &self.0]).output();
+        }
+    }
+    let _guard = Uninstall(pin_path.clone());
+    let delay = bed.delay_line(&[(Zone::A, Zone::B, Duration::from_micros(750))]).expect("delay line");
+    let server = bed.host("b1").start_tcp_server(Family::V4, 1).expect("server");
+    let mut cmd = bed.host("a1").traffic_command();
+    cmd.args(["rr", "--to", &server.addr().to_string(), "--count", "6000", "--size", "100", "--start-after-ms", "3000"]);
+    let mut client = Proc::spawn(cmd, None).expect("client");
+    assert!(client.next_line(Duration::from_secs(15)).expect("connected").contains("tcp-connected"));
+    let args = ["--topology", topo.to_str().expect("utf-8"), "--pin", "--pin-path", &pin_path];
+    let first = Agent::start(bed.cgroup_path(), &args);
+    let id = zone_labels(Zone::B).1;
+    // Let the exchanges run a while under the first agent.
+    std::thread::sleep(Duration::from_secs(4));
+    let before = first.scrape().value("azflow_tcp_srtt_samples_total", &[("dst_zone_id", id)]);
+    let t0 = std::time::Instant::now();
+    let (status, _) = first.stop();
+    assert!(status.success());
+    let second = Agent::start(bed.cgroup_path(), &args);
+    let after = second.scrape().value("azflow_tcp_srtt_samples_total", &[("dst_zone_id", id)]);
+    let gap = t0.elapsed();
+    client.wait_ok(Duration::from_secs(60)).expect("client finished");
+    server.finish().expect("server");
+    let m = second.settled();
+    drop(delay);
+    // One sample per 10 ms interval at most, and one packet every ~1.6 ms: a sample every ≤ 12 ms.
+    let expected = gap.as_secs_f64() / 0.012;
+    let total = m.value("azflow_tcp_srtt_samples_total", &[("dst_zone_id", id)]);
+    println!("restart took {gap:?}: {} smoothed samples across it (≥ {:.0} expected without a gap); {before} before, {total} in all", after - before, expected * 0.5);
+    assert!(before > 100.0, "the first agent took only {before} samples");
+    assert!(after - before >= expected * 0.5, "sampling stopped during the restart: {} samples in {gap:?}", after - before);
+    let p50 = quantile_us(&m, "azflow_tcp_srtt_seconds", id, 0.5).expect("samples");
+    println!("srtt p50 across the restart: {p50:.0} µs");
+    let (status, _) = second.stop();
+    assert!(status.success());
+}
