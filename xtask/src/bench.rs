@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: the cost of counting, as ratios against a baseline measured in the same
-//! run. Arms — no agent, an empty cgroup_skb program, azflow at 1k and at 100k prefixes — are
-//! interleaved within each repetition so drift on the machine hits every arm alike; medians are
-//! reported. Nothing here asserts: the targets are printed beside the figures.
+//! run. Arms — no agent, an empty cgroup_skb program, azflow at 1k and at 100k prefixes, azflow
+//! with every feature on, and a peer (a bpftrace script a user might deploy instead) — are
+//! interleaved within each repetition so drift on the machine hits every arm alike; each figure is
+//! reported as median, min–max and coefficient of variation over the repetitions. Nothing here
+//! asserts: the targets are printed beside the figures. The method is in docs/performance.md.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +17,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::toolchain::{capture, run};
+use crate::{
+    bench_stats::Summary,
+    toolchain::{capture, run},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -36,32 +41,43 @@ enum Arm {
     EmptyProgram,
     Azflow1k,
     Azflow100k,
+    /// 1k prefixes with every feature on: RTT on every ack, NAT resolution armed (conntrack
+    /// tracking in the bench namespace), per-subnet series.
+    AzflowAll,
+    /// bpftrace counting TCP bytes per destination /24 from a tracepoint.
+    PeerBpftrace,
 }
 
 impl Arm {
-    const ALL: [Arm; 4] = [Arm::NoAgent, Arm::EmptyProgram, Arm::Azflow1k, Arm::Azflow100k];
+    const ALL: [Arm; 6] = [Arm::NoAgent, Arm::EmptyProgram, Arm::Azflow1k, Arm::Azflow100k, Arm::AzflowAll, Arm::PeerBpftrace];
     fn name(self) -> &'static str {
         match self {
             Arm::NoAgent => "no_agent",
             Arm::EmptyProgram => "empty_program",
             Arm::Azflow1k => "azflow_1k_prefixes",
             Arm::Azflow100k => "azflow_100k_prefixes",
+            Arm::AzflowAll => "azflow_all_features",
+            Arm::PeerBpftrace => "peer_bpftrace",
         }
     }
     fn prefixes(self) -> Option<u32> {
         match self {
-            Arm::Azflow1k => Some(1_000),
+            Arm::Azflow1k | Arm::AzflowAll => Some(1_000),
             Arm::Azflow100k => Some(100_000),
             _ => None,
         }
     }
 }
 
+/// The fixed offered rate of the per-packet stress arm (iperf3 `-b`).
+const STRESS_RATE: &str = "1G";
+
 /// One arm's figures from one repetition.
 #[derive(Debug, Default, Clone)]
 struct Sample {
     bulk_gbps: f64,
-    stress_gbps: f64,
+    /// CPU nanoseconds per packet at the fixed stress rate.
+    stress_cpu_ns: f64,
     rr_msgs_per_s: f64,
     ns_per_run: Option<f64>,
     sockops_ns: Option<f64>,
@@ -92,6 +108,11 @@ impl Stage {
         for ns in [&stage.bulk_ns, &stage.stress_ns] {
             run(Command::new("ip").args(["netns", "add", ns]))?;
             run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+        }
+        // A NAT table in the namespaces makes conntrack track their connections, as on a
+        // Kubernetes node: the all-features arm then has NAT resolution armed.
+        for ns in [&stage.bulk_ns, &stage.stress_ns] {
+            run(Command::new("ip").args(["netns", "exec", ns, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.1/32", "-p", "tcp", "-j", "DNAT", "--to-destination", "127.0.0.1"]))?;
         }
         // Per-packet stress: MTU-size packets, no segmentation offload, so every packet runs the
         // programs once.
@@ -170,23 +191,37 @@ pub fn bench(args: &BenchArgs, agent: &Path) -> Result<()> {
 }
 
 fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>, secs: u32) -> Result<Sample> {
+    let cgroup = stage.cgroup.display().to_string();
+    let netns_path = format!("/run/netns/{}", stage.bulk_ns);
     let mut agent_proc = match arm {
         Arm::NoAgent => None,
-        Arm::EmptyProgram => Some(start_agent(agent, &["bench-baseline", "--cgroup", &stage.cgroup.display().to_string()], "baseline program attached")?),
-        Arm::Azflow1k | Arm::Azflow100k => {
+        Arm::EmptyProgram => Some(start_agent(agent, &["bench-baseline", "--cgroup", &cgroup], "baseline program attached")?),
+        Arm::PeerBpftrace => Some(crate::bench_load::start_bpftrace()?),
+        Arm::Azflow1k | Arm::Azflow100k | Arm::AzflowAll => {
             let topo = topology.context("topology")?.display().to_string();
             // --aws off: the bench runs on a test machine, never probing the link-local IMDS address.
-            let argv = ["run", "--cgroup", &stage.cgroup.display().to_string(), "--topology", &topo, "--max-subnets", "110000", "--prometheus", "off", "--console", "never", "--aws", "off"];
+            let mut argv = vec!["run", "--cgroup", &cgroup, "--topology", &topo, "--max-subnets", "110000", "--prometheus", "off", "--console", "never", "--aws", "off"];
+            if arm == Arm::AzflowAll {
+                argv.extend(["--rtt-sample-interval", "0", "--dst-subnet-series", "100", "--nat-netns", &netns_path]);
+            }
             Some(start_agent(agent, &argv, "attached and counting")?)
         }
     };
     let pid = agent_proc.as_ref().map(Child::id);
+    let stats = |pid: u32| -> Result<ProgStats> {
+        if arm == Arm::PeerBpftrace {
+            Ok(ProgStats { skb: crate::bench_load::prog_stats_of_pid(pid)?, sockops: (0, 0) })
+        } else {
+            prog_stats(&stage.cgroup)
+        }
+    };
     let cpu_before = pid.and_then(cpu_ticks);
-    let stats_before = pid.map(|_| prog_stats(&stage.cgroup)).transpose()?;
+    let stats_before = pid.map(stats).transpose()?;
     let started = Instant::now();
 
     let bulk_gbps = iperf(stage, &stage.bulk_ns, secs)?;
-    let stress_gbps = iperf(stage, &stage.stress_ns, secs)?;
+    let wrap = |argv: &[&str]| stage.cmd(&stage.stress_ns, false, argv);
+    let stress_cpu_ns = crate::bench_load::cpu_ns_per_packet(&wrap, &stage.stress_ns, secs, STRESS_RATE)?;
     let rr_msgs_per_s = sockperf(stage, secs)?;
 
     let wall = started.elapsed().as_secs_f64();
@@ -195,8 +230,8 @@ fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>
         (n > 0).then(|| t as f64 / n as f64)
     };
     let (ns_per_run, sockops_ns) = match (pid, stats_before) {
-        (Some(_), Some(before)) => {
-            let after = prog_stats(&stage.cgroup)?;
+        (Some(pid), Some(before)) => {
+            let after = stats(pid)?;
             (per_run(after.skb, before.skb), per_run(after.sockops, before.sockops))
         }
         _ => (None, None),
@@ -209,7 +244,7 @@ fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>
     if let Some(child) = agent_proc.as_mut() {
         stop(child)?;
     }
-    Ok(Sample { bulk_gbps, stress_gbps, rr_msgs_per_s, ns_per_run, sockops_ns, rss_mib, cpu_percent })
+    Ok(Sample { bulk_gbps, stress_cpu_ns, rr_msgs_per_s, ns_per_run, sockops_ns, rss_mib, cpu_percent })
 }
 
 fn start_agent(agent: &Path, argv: &[&str], ready: &str) -> Result<Child> {
@@ -344,44 +379,40 @@ fn topology_with(n: u32) -> String {
     s
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) { (v[m - 1] + v[m]) / 2.0 } else { v[m] })
-}
-
 fn report(samples: &BTreeMap<Arm, Vec<Sample>>, args: &BenchArgs) -> Result<()> {
-    let med = |arm: Arm, f: fn(&Sample) -> Option<f64>| median(samples.get(&arm).map(|v| v.iter().filter_map(f).collect()).unwrap_or_default());
-    let base_bulk = med(Arm::NoAgent, |s| Some(s.bulk_gbps));
-    let base_stress = med(Arm::NoAgent, |s| Some(s.stress_gbps));
-    let base_rr = med(Arm::NoAgent, |s| Some(s.rr_msgs_per_s));
-    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let sum = |arm: Arm, f: &dyn Fn(&Sample) -> Option<f64>| Summary::of(samples.get(&arm).map(|v| v.iter().filter_map(f).collect::<Vec<_>>()).unwrap_or_default());
+    // Ratios per repetition (each arm against no_agent of the same repetition), then summarised:
+    // > 1 is faster with the arm than without; for CPU per packet the ratio is base / arm, so
+    // below 1 means the arm costs CPU.
+    let ratio = |arm: Arm, f: &dyn Fn(&Sample) -> f64, inverse: bool| {
+        let (a, b) = (samples.get(&arm)?, samples.get(&Arm::NoAgent)?);
+        Summary::of(a.iter().zip(b).map(|(x, base)| if inverse { f(base) / f(x) } else { f(x) / f(base) }))
+    };
     let mut arms = serde_json::Map::new();
-    let mut md = String::from("| arm | ns/packet (cgroup_skb) | ns/sock_ops callback | bulk Gbit/s | bulk ratio | stress Gbit/s | stress ratio | rr msg/s | rr ratio | RSS MiB | CPU % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    let f = |v: Option<f64>, p: usize| v.map_or("–".to_string(), |v| format!("{v:.p$}"));
+    let mut md = String::from("| arm | ns/packet (BPF program) | ns/sock_ops callback | request/response ratio | per-packet stress ratio (CPU/packet) | stress CPU ns/packet | bulk ratio | RSS MiB | agent CPU % |\n|---|---|---|---|---|---|---|---|---|\n");
+    let cell = |s: Option<Summary>, p: usize| s.map_or("–".to_string(), |s| s.cell(p));
+    let js = |s: Option<Summary>| s.map_or(Value::Null, |s| s.json());
     for arm in Arm::ALL {
-        let ns = med(arm, |s| s.ns_per_run);
-        let sockops = med(arm, |s| s.sockops_ns);
-        let bulk = med(arm, |s| Some(s.bulk_gbps));
-        let stress = med(arm, |s| Some(s.stress_gbps));
-        let rr = med(arm, |s| Some(s.rr_msgs_per_s));
-        let rss = med(arm, |s| s.rss_mib);
-        let cpu = med(arm, |s| s.cpu_percent);
+        let ns = sum(arm, &|s| s.ns_per_run);
+        let sockops = sum(arm, &|s| s.sockops_ns);
+        let rr = ratio(arm, &|s| s.rr_msgs_per_s, false);
+        let stress = ratio(arm, &|s| s.stress_cpu_ns, true);
+        let stress_ns = sum(arm, &|s| Some(s.stress_cpu_ns));
+        let bulk = ratio(arm, &|s| s.bulk_gbps, false);
+        let rss = sum(arm, &|s| s.rss_mib);
+        let cpu = sum(arm, &|s| s.cpu_percent);
         arms.insert(arm.name().into(), json!({
-            "ns_per_packet": ns, "ns_per_sockops_callback": sockops, "bulk_gbps": bulk, "bulk_ratio": ratio(bulk, base_bulk),
-            "stress_gbps": stress, "stress_ratio": ratio(stress, base_stress),
-            "rr_msgs_per_s": rr, "rr_ratio": ratio(rr, base_rr), "rss_mib": rss, "cpu_percent": cpu,
-            "samples": samples.get(&arm).map_or(0, Vec::len),
+            "ns_per_packet": js(ns), "ns_per_sockops_callback": js(sockops),
+            "rr_msgs_per_s": js(sum(arm, &|s| Some(s.rr_msgs_per_s))), "rr_ratio": js(rr),
+            "stress_cpu_ns_per_packet": js(stress_ns), "stress_ratio": js(stress),
+            "bulk_gbps": js(sum(arm, &|s| Some(s.bulk_gbps))), "bulk_ratio": js(bulk),
+            "rss_mib": js(rss), "cpu_percent": js(cpu),
         }));
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", arm.name(), f(ns, 1), f(sockops, 1), f(bulk, 2), f(ratio(bulk, base_bulk), 3), f(stress, 2), f(ratio(stress, base_stress), 3), f(rr, 0), f(ratio(rr, base_rr), 3), f(rss, 1), f(cpu, 1));
+        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} | {} | {} |", arm.name(), cell(ns, 1), cell(sockops, 1), cell(rr, 3), cell(stress, 3), cell(stress_ns, 0), cell(bulk, 3), cell(rss, 1), cell(cpu, 1));
     }
-    md.push_str("\nTargets: ≤ 60 ns per packet at 1k and 100k prefixes; ≤ 80 ns per sock_ops callback; request/response ≥ 0.95× (bytes + RTT on); bulk ≥ 0.99×; RSS ≤ 32 MiB.\n");
-    let _ = writeln!(md, "Reps: {}, {} s per measurement; ratios are against `no_agent` in the same run; ns figures are kernel bpf_stats (run_time_ns / run_cnt) of the programs on the bench cgroup; the azflow arms run bytes + RTT (sock_ops, default sampling interval).", args.reps, args.seconds);
-    let doc = json!({ "reps": args.reps, "seconds": args.seconds, "arms": arms });
+    md.push_str("\nEach cell: median (min–max, coefficient of variation) over the repetitions. Targets: ≤ 60 ns per packet; ≤ 80 ns per sock_ops callback; request/response ≥ 0.95× and per-packet stress ≥ 0.95× of no agent with bytes and RTT on; RSS ≤ 32 MiB.\n");
+    let _ = writeln!(md, "Reps: {}, {} s per measurement; ratios are per repetition against `no_agent` of the same repetition; ns/packet is kernel bpf_stats (run_time_ns / run_cnt) of the programs (cgroup_skb for azflow, the tracepoint program for the peer); stress is CPU time of both CPUs per loopback packet at a fixed {STRESS_RATE}bit/s with sender and receiver pinned.", args.reps, args.seconds);
+    let doc = json!({ "reps": args.reps, "seconds": args.seconds, "stress_rate": STRESS_RATE, "arms": arms });
     std::fs::write(args.out.join("bench.json"), serde_json::to_string_pretty(&doc)?)?;
     std::fs::write(args.out.join("bench.md"), &md)?;
     println!("{md}");

@@ -1,6 +1,8 @@
 //! Developer tasks: `cargo xtask setup | build | run | test | bench | demo`.
 
 mod bench;
+mod bench_load;
+mod bench_stats;
 mod demo;
 mod toolchain;
 
