@@ -22,6 +22,7 @@ use crate::{
 };
 
 const TCP_LISTEN: u32 = 10;
+const TCP_NEW_SYN_RECV: u32 = 12;
 const SOCK_STREAM: u32 = 1;
 
 /// One packet's length fields, read once from the context.
@@ -43,7 +44,10 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     let full = if sk.is_null() { sk } else { unsafe { bpf_sk_fullsock(sk) } };
     if full.is_null() {
         // Request and time-wait sockets (SYN-ACK, last ACKs): no cache, classify this packet.
-        return uncached(ctx, dir, l);
+        // SAFETY: `sk` is non-NULL here (a NULL one is returned as is); `state` is a common
+        // field every socket kind has.
+        let passive = !sk.is_null() && unsafe { (*sk).state } == TCP_NEW_SYN_RECV;
+        return uncached(ctx, dir, l, passive);
     }
     // SAFETY: `full` is a non-NULL full socket returned by the helper.
     let (protocol, sock_type, sk_state) = unsafe { ((*full).protocol, (*full).type_, (*full).state) };
@@ -54,13 +58,13 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     // A listener's packets (SYN-ACKs) belong to many peers: never cache on it. Generation 0
     // means user space has not written a topology yet.
     if sk_state == TCP_LISTEN || generation == 0 {
-        return uncached(ctx, dir, l);
+        return uncached(ctx, dir, l, sk_state == TCP_LISTEN);
     }
     // SAFETY: `full` is a full socket from bpf_sk_fullsock.
     let cache = unsafe { sockcache::storage(full) };
     if cache.is_null() {
         count_error(KernelError::SockStorage);
-        return uncached(ctx, dir, l);
+        return uncached(ctx, dir, l, false);
     }
     // SAFETY: non-NULL socket storage of our value type, valid for this program run.
     let (cached, nat_state) = unsafe { ((*cache).generation, (*cache).nat) };
@@ -162,9 +166,11 @@ unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockS
 }
 
 /// A packet without socket storage: classified on its own. A NAT candidate's mapping is used
-/// when known (the last ACKs of a resolved connection come from a time-wait socket).
+/// when known (the last ACKs of a resolved connection come from a time-wait socket). A passive
+/// open's handshake (listener, request socket) carries the client's own address, and conntrack
+/// has not said anything about it yet: not counted as unresolved.
 #[inline(always)]
-fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len) {
+fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len, passive: bool) {
     let Some(ip) = classify::parse_ip(ctx, dir) else {
         count_error(KernelError::HeaderLoad);
         return;
@@ -185,7 +191,9 @@ fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len) {
     }
     // A candidate nobody resolved: under the address it carries, and said to be unresolved.
     count(ctx, dir, l, info, Some(&ip));
-    count_unresolved(ctx, dir, l, &ip);
+    if !passive {
+        count_unresolved(ctx, dir, l, &ip);
+    }
 }
 
 /// Wire bytes and packets of this packet: a GSO super-packet repeats the IP and TCP headers once

@@ -42,17 +42,30 @@ impl ResolverStats {
     }
 }
 
-/// Keys and targets to write for a conntrack entry: the connection as a pod's socket sees it
-/// (the original tuple), and as a host-network socket behind OUTPUT DNAT sees its packets (the
-/// reply tuple reversed). Both name the reply's source: the real remote end.
+/// Keys and targets to write for a conntrack entry, one per way a local socket can see the
+/// connection:
+/// - the initiator before NAT (a pod dialing a VIP): the original tuple → the reply's source, the
+///   real remote end;
+/// - the initiator after NAT (a host-network client behind OUTPUT DNAT, whose packets already
+///   carry the backend): the reply tuple reversed → the same;
+/// - the responder (a server, possibly behind DNAT or seeing a masqueraded client): the reply
+///   tuple → the original source, the real client.
 pub fn writes_for(e: &Entry) -> Vec<(NatKey, NatTarget)> {
     if e.orig.proto != IPPROTO_TCP {
         return Vec::new();
     }
-    let target = NatTarget { remote: addr16(e.reply.src), family: family(e.reply.src), state: target::RESOLVED, _pad: [0; 2] };
-    let pre = key(e.orig.src, e.orig.sport, e.orig.dst, e.orig.dport);
-    let post = key(e.reply.dst, e.reply.dport, e.reply.src, e.reply.sport);
-    if pre == post { vec![(pre, target)] } else { vec![(pre, target), (post, target)] }
+    let target = |a: IpAddr| NatTarget { remote: addr16(a), family: family(a), state: target::RESOLVED, _pad: [0; 2] };
+    let mut out: Vec<(NatKey, NatTarget)> = Vec::with_capacity(3);
+    for (k, t) in [
+        (key(e.orig.src, e.orig.sport, e.orig.dst, e.orig.dport), target(e.reply.src)),
+        (key(e.reply.dst, e.reply.dport, e.reply.src, e.reply.sport), target(e.reply.src)),
+        (key(e.reply.src, e.reply.sport, e.reply.dst, e.reply.dport), target(e.orig.src)),
+    ] {
+        if !out.iter().any(|(seen, _)| *seen == k) {
+            out.push((k, t));
+        }
+    }
+    out
 }
 
 fn key(local: IpAddr, local_port: u16, remote: IpAddr, remote_port: u16) -> NatKey {
@@ -228,7 +241,7 @@ mod tests {
     fn a_service_connection_maps_the_vip_tuple_to_the_backend() {
         let e = Entry { kind: Kind::New, orig: t("10.0.1.50", 40000, "172.20.0.10", 80), reply: t("10.0.2.10", 8080, "10.0.1.50", 40000) };
         let w = writes_for(&e);
-        assert_eq!(w.len(), 2);
+        assert_eq!(w.len(), 3);
         let (pre, target) = w[0];
         assert_eq!((pre.local_port, pre.remote_port, pre.family), (40000, 80, 4));
         assert_eq!(&pre.remote[..4], &[172, 20, 0, 10]);
@@ -237,15 +250,32 @@ mod tests {
         let (post, same) = w[1];
         assert_eq!((&post.remote[..4], post.remote_port), (&[10u8, 0, 2, 10][..], 8080));
         assert_eq!(same, target);
+        // The backend's own view (if it runs here): its client is the pod.
+        let (served, client) = w[2];
+        assert_eq!((&served.local[..4], served.local_port, &served.remote[..4]), (&[10u8, 0, 2, 10][..], 8080, &[10u8, 0, 1, 50][..]));
+        assert_eq!(&client.remote[..4], &[10, 0, 1, 50]);
+    }
+
+    #[test]
+    fn a_masqueraded_client_is_named_to_the_server() {
+        // A NodePort: an outside client 203.0.113.9 → node 10.0.1.10:30080, DNAT'd to a pod
+        // 10.0.1.50:8080 and masqueraded to the node's address.
+        let e = Entry { kind: Kind::New, orig: t("203.0.113.9", 5555, "10.0.1.10", 30080), reply: t("10.0.1.50", 8080, "10.0.1.10", 61000) };
+        let w = writes_for(&e);
+        let (k, who) = w.iter().find(|(k, _)| k.local[..4] == [10, 0, 1, 50]).expect("the pod's view");
+        assert_eq!((k.local_port, &k.remote[..4], k.remote_port), (8080, &[10u8, 0, 1, 10][..], 61000));
+        assert_eq!(&who.remote[..4], &[203, 0, 113, 9]);
     }
 
     #[test]
     fn an_untranslated_connection_resolves_to_itself_once() {
         let e = Entry { kind: Kind::New, orig: t("fd00::5", 1234, "fd00:2::10", 443), reply: t("fd00:2::10", 443, "fd00::5", 1234) };
         let w = writes_for(&e);
-        assert_eq!(w.len(), 1);
+        // The initiator's two views coincide; the responder's is the other.
+        assert_eq!(w.len(), 2);
         assert_eq!(w[0].1.family, 6);
         assert_eq!(w[0].0.remote, w[0].1.remote);
+        assert_eq!(w[1].1.remote, addr16("fd00::5".parse().expect("ip")));
     }
 
     #[test]
