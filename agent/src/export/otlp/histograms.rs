@@ -315,7 +315,7 @@ mod tests {
         let b = zone("us-east-1b", "use1-az2", TrafficClass::CrossAz);
         let internet = zone("internet", "internet", TrafficClass::Internet);
         let snap = snapshot(vec![
-            (b.clone(), RowLatency { rtt: rtt.clone(), connect: connect.clone(), events }),
+            (b.clone(), RowLatency { rtt: rtt.clone(), srtt: kernel_histogram(&[1600, 1700]), connect: connect.clone(), events }),
             // Events but no sample: no point.
             (internet, RowLatency { events, ..RowLatency::default() }),
         ]);
@@ -360,7 +360,7 @@ mod tests {
     fn no_samples_no_request() {
         let mut h = builder(Temporality::Cumulative);
         assert!(h.request(&snapshot(vec![]), at(1001)).is_none());
-        let row = RowLatency { events: [1, 2, 0, 0], ..RowLatency::default() };
+        let row = RowLatency { events: [1, 2, 0, 0, 0], ..RowLatency::default() };
         assert!(h.request(&snapshot(vec![(zone("a", "b", TrafficClass::SameAz), row)]), at(1002)).is_none());
     }
 
