@@ -27,8 +27,12 @@ tracepoint:net:net_dev_queue {
 }
 "#;
 
-/// Starts the bpftrace peer and waits until its probes are attached.
+/// Starts the bpftrace peer and waits until its probes are attached. Tracepoints are found
+/// through tracefs, which not every machine mounts.
 pub fn start_bpftrace() -> Result<Child> {
+    if !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        crate::toolchain::run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))?;
+    }
     let mut child = Command::new("bpftrace")
         .args(["-e", BPFTRACE_PEER])
         .env("BPFTRACE_NO_CPP_DEMANGLE", "1")
