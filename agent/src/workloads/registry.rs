@@ -106,6 +106,9 @@ struct Key {
 struct Tracked {
     index: u16,
     workload: Workload,
+    /// The path it was named from: an id seen again under another path (a reused inode in a
+    /// test tree; the kernel's cgroup ids are not reused) is named afresh.
+    path: String,
     /// Lookups left for a container whose runtime state was not there (yet) or unreadable.
     retries: u8,
 }
@@ -184,6 +187,7 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
         for e in entries {
             let (workload, retries) = match self.cgroups.get_mut(&e.id) {
                 None => self.identify(&e.path, &mut lookups),
+                Some(t) if t.path != e.path => self.identify(&e.path, &mut lookups),
                 Some(t) if t.retries > 0 => {
                     t.retries -= 1;
                     let left = t.retries;
@@ -202,6 +206,7 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
             {
                 if let Some(t) = self.cgroups.get_mut(&e.id) {
                     t.retries = retries;
+                    t.path.clone_from(&e.path);
                 }
                 continue;
             }
@@ -217,6 +222,7 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
                 Tracked {
                     index,
                     workload,
+                    path: e.path.clone(),
                     retries,
                 },
             );

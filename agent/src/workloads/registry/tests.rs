@@ -271,3 +271,25 @@ fn pod_granularity_splits_pods() {
     assert_ne!(bed.index(a), bed.index(b));
     assert_eq!(bed.index(a), bed.index(c));
 }
+
+#[test]
+fn an_id_seen_under_a_new_path_is_named_again() {
+    // refresh() is pure over the walk's entries: no tree needed.
+    let mut reg = WorkloadRegistry::new(config(200, 300), RuntimeState::default());
+    let t0 = Instant::now();
+    let entry = |path: &str| CgroupEntry {
+        id: 50,
+        path: path.into(),
+    };
+    reg.refresh(&[entry("system.slice/a.service")], t0);
+    let a = reg.index_of(50);
+    let u = reg.refresh(&[entry("system.slice/b.service")], t0);
+    let b = reg.index_of(50);
+    assert_ne!(a, b);
+    assert_eq!(
+        reg.workload(b.unwrap_or(OTHER_INDEX))
+            .map(|w| w.name.as_str()),
+        Some("b.service")
+    );
+    assert_eq!(u.upsert, b.map(|b| (50, b)).into_iter().collect::<Vec<_>>());
+}
