@@ -210,12 +210,12 @@ fn workload_of(reg: &WorkloadRegistry<RuntimeState>, cgroup_id: u64) -> Workload
         .unwrap_or_else(|| panic!("index {index} has no workload (other?)"))
 }
 
-fn expected_cart(container: Option<&str>) -> Workload {
+fn expected_cart(pod: Option<&str>, container: Option<&str>) -> Workload {
     Workload {
         kind: WorkloadKind::Pod,
         name: "cart".into(),
         namespace: Some(POD_NS.into()),
-        pod: Some(POD_NAME.into()),
+        pod: pod.map(str::to_string),
         container: container.map(str::to_string),
         owner_kind: Some(OwnerKind::Deployment),
     }
@@ -273,7 +273,15 @@ fn plain_container_and_cri_pod_resolve_to_their_workloads() {
         (WorkloadKind::Container, "plain", None)
     );
     let pod_id = ino(&cgroot.join(pod_path.trim_start_matches('/')));
-    assert_eq!(workload_of(&reg, pod_id), expected_cart(Some("app")));
+    assert_eq!(
+        workload_of(&reg, pod_id),
+        expected_cart(None, None),
+        "the index is the Deployment's"
+    );
+    assert_eq!(
+        reg.cgroup_workload(pod_id),
+        Some(&expected_cart(Some(POD_NAME), Some("app")))
+    );
     let sandbox_id = ino(&cgroot.join(sandbox_path.trim_start_matches('/')));
     assert_eq!(
         reg.index_of(sandbox_id),
@@ -295,7 +303,10 @@ fn plain_container_and_cri_pod_resolve_to_their_workloads() {
     let mut reg = registry(&ctrd);
     reg.refresh_from(&CgroupDir::new(&tree), t0)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(workload_of(&reg, ino(&scope)), expected_cart(Some("app")));
+    assert_eq!(
+        reg.cgroup_workload(ino(&scope)),
+        Some(&expected_cart(Some(POD_NAME), Some("app")))
+    );
 
     rt.block_on(remove_pod(&mut client, &sandbox));
     ctrd.ctr(PLAIN_NS, &["tasks", "kill", "-s", "SIGKILL", "plain"]);

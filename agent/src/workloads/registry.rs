@@ -240,7 +240,8 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
         update
     }
 
-    /// The workload behind an index: `host` for 0, None for `other` and unused indices.
+    /// The workload behind an index: `host` for 0, None for `other` and unused indices. With the
+    /// default granularity its `pod` and `container` are None: the index covers all of them.
     pub fn workload(&self, index: u16) -> Option<&Workload> {
         match index {
             HOST_INDEX => Some(&self.host),
@@ -252,6 +253,12 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
     /// The index a cgroup id maps to now.
     pub fn index_of(&self, cgroup_id: u64) -> Option<u16> {
         self.cgroups.get(&cgroup_id).map(|t| t.index)
+    }
+
+    /// One cgroup's own identity, pod and container included (an index's [`Self::workload`]
+    /// keeps them only as fine as the granularity).
+    pub fn cgroup_workload(&self, cgroup_id: u64) -> Option<&Workload> {
+        self.cgroups.get(&cgroup_id).map(|t| &t.workload)
     }
 
     /// Every workload holding an index, with whether it has a cgroup now.
@@ -348,8 +355,15 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
             }
             None => return None,
         };
+        // What the index stands for: pod and container only as fine as the granularity, so
+        // the labels of a shared index never depend on which cgroup happened to come first.
+        let shared = Workload {
+            pod: key.pod.clone(),
+            container: key.container.clone(),
+            ..w.clone()
+        };
         let slot = Slot {
-            workload: w.clone(),
+            workload: shared.clone(),
             key: key.clone(),
             cgroups: 1,
             gone_since: None,
@@ -361,7 +375,7 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
             *s = Some(slot);
         }
         self.by_key.insert(key, index);
-        update.assigned.push((index, w.clone()));
+        update.assigned.push((index, shared));
         Some(index)
     }
 

@@ -73,6 +73,13 @@ impl Bed {
     }
 }
 
+fn reg_cgroup(bed: &Bed, id: u64) -> Workload {
+    bed.registry
+        .cgroup_workload(id)
+        .cloned()
+        .unwrap_or_else(|| panic!("cgroup {id} not in the registry"))
+}
+
 fn config(max: u16, reuse_secs: u64) -> RegistryConfig {
     RegistryConfig {
         max_workloads: max,
@@ -123,6 +130,13 @@ fn cgroups_of_one_workload_share_an_index() {
             Some("shop"),
             Some(OwnerKind::Deployment)
         )
+    );
+    // The shared index names no single pod or container; each cgroup still knows its own.
+    assert_eq!((cart.pod, cart.container), (None, None));
+    let own = reg_cgroup(&bed, c);
+    assert_eq!(
+        (own.pod.as_deref(), own.container.as_deref()),
+        (Some("cart-7d9f8b6c5d-x2k4q"), Some("sidecar"))
     );
     // Every cgroup is in the kernel update, each once; nothing to delete.
     let mut ids: Vec<u64> = update.upsert.iter().map(|(id, _)| *id).collect();
@@ -270,6 +284,15 @@ fn pod_granularity_splits_pods() {
     bed.refresh(0);
     assert_ne!(bed.index(a), bed.index(b));
     assert_eq!(bed.index(a), bed.index(c));
+    let pod = bed
+        .registry
+        .workload(bed.index(b))
+        .and_then(|w| w.pod.clone());
+    assert_eq!(
+        pod.as_deref(),
+        Some("cart-7d9f8b6c5d-p9m2z"),
+        "a per-pod index names its pod"
+    );
 }
 
 #[test]
