@@ -15,6 +15,7 @@ pub mod nat;
 pub mod self_metrics;
 pub mod snapshot;
 pub mod topology;
+pub mod workloads;
 
 /// sysexits' EX_CONFIG: the configuration is wrong, nothing was attached.
 pub const EXIT_CONFIG: u8 = 78;

@@ -21,6 +21,12 @@ pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("sockperf", "sockperf"),
     ("bpftool", "bpftool"),
     ("ss", "iproute2"),
+    // The workloads test: a private containerd running a busybox image; k8s-cri's build runs protoc.
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("busybox", "busybox-static"),
+    ("protoc", "protobuf-compiler"),
 ];
 
 pub fn setup() -> Result<()> {
