@@ -115,7 +115,8 @@ async fn world() -> World {
     let script: Script = Arc::default();
     let ec2 = fake_ec2(script.clone());
     let http = HttpClient::new();
-    let creds = SharedCredentialsProvider::new(Credentials::from_keys("AKIDTEST", "secret", None));
+    let creds =
+        SharedCredentialsProvider::new(Credentials::new("AKIDTEST", "secret", None, None, "test"));
     let discovery = Discovery {
         imds: ImdsClient::new(imds.url(), http.clone()),
         ec2: Ec2Client::new(
