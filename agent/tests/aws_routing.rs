@@ -159,7 +159,10 @@ fn failures(m: &SelfMetrics, kind: &str) -> u64 {
         .sum()
 }
 
-fn summary(r: &Routing) -> (Vec<String>, Vec<(String, Option<String>)>, Vec<String>) {
+/// Routes, NAT gateways (id, AZ ID) and peerings, as text.
+type Summary = (Vec<String>, Vec<(String, Option<String>)>, Vec<String>);
+
+fn summary(r: &Routing) -> Summary {
     (
         r.routes
             .iter()
