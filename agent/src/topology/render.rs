@@ -10,7 +10,7 @@ use super::{
     kernel_table::{KernelTable, SlotKind},
     model::Topology,
     paths::{Billing, route_for},
-    ranges::{RangeKind, catch_all_ranges},
+    ranges::{CatchAll, RangeKind, catch_all_ranges},
 };
 
 /// One printed prefix.
@@ -41,7 +41,13 @@ fn rows<'a>(topology: &'a Topology, table: &'a KernelTable) -> Vec<Row<'a>> {
         .map(|(prefix, info)| {
             let label = table.slots.get(&info.slot);
             let kind = label.map_or(SlotKind::CatchAll, |l| l.kind);
-            let route = route_for(&routes, &prefix).map(|r| r.target.id().to_owned());
+            // Loopback and link-local never reach the VPC router (as in build_kernel_table).
+            let local = ranges
+                .iter()
+                .any(|r| r.net == prefix && r.catch_all == CatchAll::Local);
+            let route = route_for(&routes, &prefix)
+                .filter(|_| !local)
+                .map(|r| r.target.id().to_owned());
             let billing = label.map(|l| &l.billing);
             let is_range = topology
                 .routing()
@@ -380,6 +386,15 @@ mod tests {
         assert!(
             row.contains(" local ") && row.contains(" same_az ") && row.contains(" 0 "),
             "{row}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("127.0.0.0/8"))
+            .expect("loopback row");
+        assert_eq!(
+            row.split_whitespace().nth(6),
+            Some("-"),
+            "loopback has no route: {row}"
         );
         let v = to_json(&t, &kt);
         let p = v["prefixes"]
