@@ -245,9 +245,15 @@ impl Collector {
 fn slot_meaning(table: &KernelTable, slot: u32) -> Option<SlotMeaning> {
     if slot == SLOT_NO_MATCH {
         let c = TrafficClass::Unknown;
-        return Some(SlotMeaning { dst_zone: c.as_str().into(), dst_zone_id: c.as_str().into(), class: c, subnet: None });
+        return Some(SlotMeaning { dst_zone: c.as_str().into(), dst_zone_id: c.as_str().into(), class: c, subnet: None, billing: Default::default() });
     }
-    table.slots.get(&slot).map(|l| SlotMeaning { dst_zone: l.dst_zone.clone(), dst_zone_id: l.dst_zone_id.clone(), class: l.class, subnet: l.subnet })
+    table.slots.get(&slot).map(|l| SlotMeaning {
+        dst_zone: l.dst_zone.clone(),
+        dst_zone_id: l.dst_zone_id.clone(),
+        class: l.class,
+        subnet: l.subnet,
+        billing: l.billing.clone(),
+    })
 }
 
 /// Each histogram row's destination labels: a zone's row takes the zone's labels, a class row

@@ -41,6 +41,9 @@ pub struct TopologyArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Price table (TOML) over the built-in us-east-1 prices; see examples/prices.toml.
+    #[arg(long, env = "AZFLOW_PRICES")]
+    pub prices: Option<PathBuf>,
     #[command(flatten)]
     pub aws: crate::topology::aws::AwsArgs,
 }
@@ -59,6 +62,9 @@ pub struct RunArgs {
     /// Static topology file (TOML); without it the host's own interface subnets form its AZ.
     #[arg(long, env = "AZFLOW_TOPOLOGY")]
     pub topology: Option<PathBuf>,
+    /// Price table (TOML) over the built-in us-east-1 prices; see examples/prices.toml.
+    #[arg(long, env = "AZFLOW_PRICES")]
+    pub prices: Option<PathBuf>,
     /// Prometheus listen address, or "off".
     #[arg(long, env = "AZFLOW_PROMETHEUS", default_value = "127.0.0.1:9464")]
     pub prometheus: String,
@@ -135,6 +141,8 @@ pub struct RunConfig {
     pub aws: crate::topology::aws::AwsSettings,
     pub cgroup: Option<PathBuf>,
     pub topology: Option<PathBuf>,
+    /// Price table file; read (and checked) before anything is attached.
+    pub prices: Option<PathBuf>,
     pub prometheus: Option<SocketAddr>,
     pub drain_interval: Duration,
     pub limits: Limits,
@@ -241,6 +249,7 @@ impl RunArgs {
             aws,
             cgroup: self.cgroup.clone(),
             topology: self.topology.clone(),
+            prices: self.prices.clone(),
             prometheus,
             drain_interval,
             limits: Limits {

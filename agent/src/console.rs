@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn shows_bytes_and_rates_per_zone() {
-        let key = |d| FlowKey { direction: d, dst_zone: "az-b".into(), dst_zone_id: "b-id".into(), class: TrafficClass::CrossAz };
+        let key = |d| FlowKey { direction: d, dst_zone: "az-b".into(), dst_zone_id: "b-id".into(), class: TrafficClass::CrossAz, billing: Default::default() };
         let mut before = Snapshot::default();
         before.flows.insert(key(Direction::Transmit), Counter { bytes: 1_000_000, packets: 1 });
         let mut now = before.clone();

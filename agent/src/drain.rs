@@ -22,6 +22,7 @@ pub struct SlotMeaning {
     pub class: TrafficClass,
     /// The subnet's CIDR; `None` for catch-alls.
     pub subnet: Option<ipnet::IpNet>,
+    pub billing: crate::topology::Billing,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +92,13 @@ impl Accumulator {
         if delta == Counter::default() {
             return;
         }
-        let key = FlowKey { direction: dir, dst_zone: m.dst_zone.clone(), dst_zone_id: m.dst_zone_id.clone(), class: m.class };
+        let key = FlowKey {
+            direction: dir,
+            dst_zone: m.dst_zone.clone(),
+            dst_zone_id: m.dst_zone_id.clone(),
+            class: m.class,
+            billing: m.billing.clone(),
+        };
         if let Some(subnets) = &mut self.subnets {
             subnets.credit(&key, m.subnet, delta);
         }
@@ -129,7 +136,7 @@ mod tests {
     }
 
     fn meaning(zone: &str, class: TrafficClass) -> SlotMeaning {
-        SlotMeaning { dst_zone: zone.into(), dst_zone_id: format!("{zone}-id"), class, subnet: None }
+        SlotMeaning { dst_zone: zone.into(), dst_zone_id: format!("{zone}-id"), class, subnet: None, billing: Default::default() }
     }
 
     fn bytes(acc: &Accumulator, zone: &str, dir: Direction) -> u64 {

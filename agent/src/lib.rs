@@ -12,6 +12,7 @@ pub mod drain;
 pub mod ebpf;
 pub mod export;
 pub mod nat;
+pub mod pricing;
 pub mod self_metrics;
 pub mod snapshot;
 pub mod topology;

@@ -17,6 +17,8 @@ pub struct FlowKey {
     pub dst_zone: String,
     pub dst_zone_id: String,
     pub class: TrafficClass,
+    /// Billing path, hop AZ and price of the slot the bytes were counted in.
+    pub billing: crate::topology::Billing,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

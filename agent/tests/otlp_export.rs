@@ -15,7 +15,7 @@ use otlp_receiver::{Export, Protocol, Receiver};
 /// Billing-grade: 0.5 %.
 const TOLERANCE: f64 = 0.005;
 const BULK_BYTES: u64 = 20_000_000;
-const FLOW_KEYS: [&str; 6] = ["azflow.traffic.class", "dst.zone", "dst.zone_id", "network.io.direction", "src.zone", "src.zone_id"];
+const FLOW_KEYS: [&str; 7] = ["azflow.billing.path", "azflow.traffic.class", "dst.zone", "dst.zone_id", "network.io.direction", "src.zone", "src.zone_id"];
 
 fn any_port() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("addr")

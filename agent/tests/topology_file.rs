@@ -279,3 +279,58 @@ fn ebpf_run_with_a_bad_file_exits_78_and_attaches_nothing() {
     let listing = text(&shown.stdout);
     assert!(shown.status.success() && !listing.contains("azflow"), "bpftool cgroup show: {listing}");
 }
+
+#[test]
+fn a_bad_price_table_exits_78_with_one_line_per_problem() {
+    let dir = temp_dir("prices");
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[charges]\ncross_az = { transmit = -0.01 }\n[region.eu-west-1]\nnat_gatway = { transmit = 0.05 }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = azflow_topology(&example(), &["--prices", &prices.display().to_string()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let file = prices.display().to_string();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("azflow: {file}:2:25: charges.cross_az.transmit: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("azflow: {file}:4:1: region.eu-west-1.nat_gatway: ")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_example_files_price_every_prefix_by_its_path() {
+    let prices = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/prices.toml");
+    let out = azflow_topology(&example(), &["--json", "--prices", &prices.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let row = |p: &str| {
+        v["prefixes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["prefix"] == p))
+            .cloned()
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
+    // The example routes the internet through a NAT gateway in use1-az2 (the host is in use1-az1).
+    let nat = row("0.0.0.0/0");
+    assert_eq!(nat["path"], "nat_gateway_cross_az");
+    assert_eq!(nat["hop_zone_id"], "use1-az2");
+    // nat_gateway 0.045 + internet 0.09 + cross_az 0.01 out; 0.045 + 0.01 in.
+    assert_eq!(nat["usd_per_gb"]["transmit"], 0.145);
+    assert_eq!(nat["usd_per_gb"]["receive"], 0.055);
+    assert_eq!(row("10.2.0.0/16")["path"], "cross_region");
+    assert_eq!(row("10.100.0.0/14")["path"], "transit_gateway");
+    assert_eq!(row("52.216.0.0/15")["path"], "vpc_endpoint_gateway");
+    assert_eq!(row("10.0.16.20/32")["path"], "vpc_endpoint_interface_cross_az");
+    assert_eq!(row("10.1.16.0/20")["path"], "peering_cross_az");
+    assert_eq!(row("10.0.0.0/20")["path"], "same_az");
+    assert_eq!(row("::/0")["path"], "internet");
+}

@@ -1,5 +1,7 @@
-//! `azflow check`: does IMDS answer, are there AWS credentials, may they call
-//! `ec2:DescribeSubnets` (a DryRun call)? One line per check, and a one-line fix for each failure.
+//! `azflow check`: does IMDS answer, are there AWS credentials, may they call each EC2 action
+//! the topology needs (`ec2:DescribeSubnets`, `DescribeRouteTables`, `DescribeNatGateways`,
+//! `DescribeVpcEndpoints`, `DescribeVpcPeeringConnections`; DryRun calls)? One line per check,
+//! and a one-line fix for each failure.
 
 use std::{fmt, time::SystemTime};
 
@@ -147,19 +149,23 @@ pub async fn check(settings: &AwsSettings) -> CheckReport {
     };
     const DESCRIBE: &str = "ec2:DescribeSubnets";
     let Some(region) = region else {
-        report.checks.push(skipped(
-            DESCRIBE,
-            "no region: IMDS did not answer and AWS_REGION is unset".into(),
-            "set AWS_REGION".into(),
-        ));
+        for name in std::iter::once(DESCRIBE).chain(ROUTING_ACTIONS.iter().map(|a| a.0)) {
+            report.checks.push(skipped(
+                name,
+                "no region: IMDS did not answer and AWS_REGION is unset".into(),
+                "set AWS_REGION".into(),
+            ));
+        }
         return report;
     };
     if !have_credentials {
-        report.checks.push(skipped(
-            DESCRIBE,
-            "no credentials to sign with".into(),
-            "fix the credentials first".into(),
-        ));
+        for name in std::iter::once(DESCRIBE).chain(ROUTING_ACTIONS.iter().map(|a| a.0)) {
+            report.checks.push(skipped(
+                name,
+                "no credentials to sign with".into(),
+                "fix the credentials first".into(),
+            ));
+        }
         return report;
     }
     let endpoint = Ec2Client::endpoint_from_env(&region);
@@ -174,8 +180,26 @@ pub async fn check(settings: &AwsSettings) -> CheckReport {
         Err(e) => fail(DESCRIBE, e.to_string(), fix_for(&e, &endpoint)),
     };
     report.checks.push(check);
+    for (name, action) in ROUTING_ACTIONS {
+        let check = match ec2.dry_run_action(action).await {
+            Ok(()) => ok(name, format!("allowed (DryRun at {endpoint})")),
+            Err(e) => fail(name, e.to_string(), fix_for(&e, &endpoint)),
+        };
+        report.checks.push(check);
+    }
     report
 }
+
+/// The billing-path actions after DescribeSubnets: (IAM action, API action), one line each.
+const ROUTING_ACTIONS: [(&str, &str); 4] = [
+    ("ec2:DescribeRouteTables", "DescribeRouteTables"),
+    ("ec2:DescribeNatGateways", "DescribeNatGateways"),
+    ("ec2:DescribeVpcEndpoints", "DescribeVpcEndpoints"),
+    (
+        "ec2:DescribeVpcPeeringConnections",
+        "DescribeVpcPeeringConnections",
+    ),
+];
 
 async fn check_imds(http: &HttpClient, report: &mut CheckReport) -> Option<InstanceIdentity> {
     let imds = ImdsClient::from_env(http.clone());
@@ -241,5 +265,23 @@ fn fix_for(e: &Ec2Error, endpoint: &str) -> String {
         _ => format!(
             "check {endpoint} and AWS_ENDPOINT_URL_EC2; the error above says what EC2 answered"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::aws::ec2::ACTIONS;
+
+    #[test]
+    fn check_tries_every_action_the_topology_calls() {
+        let api: Vec<&str> = std::iter::once("DescribeSubnets")
+            .chain(ROUTING_ACTIONS.iter().map(|a| a.1))
+            .collect();
+        assert_eq!(api, ACTIONS);
+        for (iam, action) in ROUTING_ACTIONS {
+            assert_eq!(iam, format!("ec2:{action}"));
+            assert!(MINIMAL_POLICY.contains(iam), "{iam}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     cgroup,
     collector::{Collector, NatSetup},
     config::{ConsoleMode, NatMode, RunConfig},
+    pricing::{self, PriceBook, PriceTable},
     console,
     ebpf::{self, KernelMaps},
     export::{http, otlp},
@@ -42,15 +43,19 @@ struct Plan {
     /// Kept for refreshes, so unchanged subnets keep their slots and zones their indexes.
     slots: SlotAllocator,
     zones: ZoneTable,
+    /// The host region's prices, applied to every table built.
+    prices: PriceTable,
 }
 
-fn plan(cfg: &RunConfig, topology: topology::Topology) -> Result<Plan, RunError> {
+fn plan(cfg: &RunConfig, topology: topology::Topology, book: &PriceBook) -> Result<Plan, RunError> {
     let sizes = ebpf::map_sizes(&cfg.limits);
     let mut slots = SlotAllocator::new(sizes.slots);
     let mut zones = ZoneTable::new();
-    let table = topology::build_kernel_table(&topology, &mut slots, &mut zones)
+    let prices = book.for_region(topology.host().region.as_deref());
+    let mut table = topology::build_kernel_table(&topology, &mut slots, &mut zones)
         .and_then(|t| t.check_capacity(sizes.lpm_prefixes).map(|()| t))
         .map_err(|e| RunError::Config(format!("--max-subnets: {e}; raise --max-subnets")))?;
+    table.apply_prices(&prices);
     let cgroup = match &cfg.cgroup {
         Some(p) => p.clone(),
         None => cgroup::default_cgroup().map_err(|e| RunError::Config(e.to_string()))?,
@@ -61,16 +66,18 @@ fn plan(cfg: &RunConfig, topology: topology::Topology) -> Result<Plan, RunError>
             cgroup.display()
         )));
     }
-    Ok(Plan { cgroup, topology, table, sizes, slots, zones })
+    Ok(Plan { cgroup, topology, table, sizes, slots, zones, prices })
 }
 
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let self_metrics = SelfMetrics::new();
+    // A bad price table stops here, before AWS is asked or anything attached.
+    let book = pricing::load(cfg.prices.as_deref()).map_err(|e| RunError::Config(e.to_string()))?;
     // AWS when on EC2 (within 3 s when not), under the static file; else the file or interfaces.
     let resolved = topology::aws::resolve(&cfg.aws, cfg.topology.as_deref(), &self_metrics).await.map_err(|e| {
         if e.is_config_error() { RunError::Config(e.to_string()) } else { RunError::Runtime(e.to_string()) }
     })?;
-    let plan = plan(&cfg, resolved.topology)?;
+    let plan = plan(&cfg, resolved.topology, &book)?;
     let listener = match cfg.prometheus {
         Some(addr) => Some(http::bind(addr).await.map_err(|e| {
             RunError::Config(format!("--prometheus: cannot listen on {addr}: {e}; choose a free address or \"off\""))
@@ -132,7 +139,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         resolver: resolver_thread.as_ref().map(|_| resolver_stats.clone()),
     };
     let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
-    let (mut slots, mut zones) = (plan.slots, plan.zones);
+    let (mut slots, mut zones, prices) = (plan.slots, plan.zones, plan.prices);
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
     let attached = ebpf::attach(&mut ebpf, &plan.cgroup, pins.as_ref())?;
     release_startup_memory();
@@ -173,7 +180,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         tokio::select! {
             _ = ticker.tick() => { snap_tx.send_replace(collector.drain()); }
             Some(t) = topo_rx.recv() => {
-                if let Some(snap) = apply_topology(&t, &mut slots, &mut zones, plan.sizes.lpm_prefixes, &mut collector, &self_metrics) {
+                if let Some(snap) = apply_topology(&t, &mut slots, &mut zones, &prices, plan.sizes.lpm_prefixes, &mut collector, &self_metrics) {
                     snap_tx.send_replace(snap);
                 }
             }
@@ -229,6 +236,7 @@ fn apply_topology(
     t: &topology::Topology,
     slots: &mut SlotAllocator,
     zones: &mut ZoneTable,
+    prices: &PriceTable,
     lpm_prefixes: u32,
     collector: &mut Collector,
     metrics: &SelfMetrics,
@@ -237,7 +245,10 @@ fn apply_topology(
     let built = topology::build_kernel_table(t, &mut new_slots, &mut new_zones)
         .and_then(|table| table.check_capacity(lpm_prefixes).map(|()| table));
     let table = match built {
-        Ok(table) => table,
+        Ok(mut table) => {
+            table.apply_prices(prices);
+            table
+        }
         Err(e) => {
             metrics.incr("topology_refresh_failures", "kernel_table");
             tracing::warn!("the refreshed topology does not fit the kernel table ({e}); keeping the current one; raise --max-subnets");

@@ -49,6 +49,8 @@ pub fn run(args: &TopologyArgs) -> Result<String, TopologyCmdError> {
         .aws
         .validate()
         .map_err(|e| TopologyCmdError::Config(e.to_string()))?;
+    let book = crate::pricing::load(args.prices.as_deref())
+        .map_err(|e| TopologyCmdError::Config(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,12 +74,13 @@ pub fn run(args: &TopologyArgs) -> Result<String, TopologyCmdError> {
         nat_entries: 1,
         nat_pending: 1,
     });
-    let table = topology::build_kernel_table(
+    let mut table = topology::build_kernel_table(
         topo,
         &mut SlotAllocator::new(sizes.slots),
         &mut ZoneTable::new(),
     )
     .map_err(|e| TopologyCmdError::Runtime(e.to_string()))?;
+    table.apply_prices(&book.for_region(topo.host().region.as_deref()));
     Ok(if args.json {
         let mut v = topology::to_json(topo, &table);
         if let Value::Object(map) = &mut v {

@@ -19,6 +19,15 @@ pub fn render(s: &Snapshot) -> String {
         series(&mut out, "azflow_tcp_packets_total", &flow_labels(host, k), c.packets);
     }
 
+    // Cost from the same counters as the bytes above, each direction at its own price.
+    header(&mut out, "azflow_cost_usd_total", "counter", "USD AWS bills for these bytes, by billing path (bytes × the price table's USD per GB, each direction).");
+    for (k, c) in &s.flows {
+        let cost = k.billing.price.cost_usd(k.direction as usize, c.bytes);
+        out.push_str("azflow_cost_usd_total");
+        label_set(&mut out, &flow_labels(host, k));
+        let _ = writeln!(out, " {cost}");
+    }
+
     header(&mut out, "azflow_tcp_dst_subnet_bytes_total", "counter", "TCP bytes by destination subnet (opt-in with --dst-subnet-series; subnets beyond the cap are summed as dst_subnet=\"other\").");
     for ((k, sub), c) in &s.subnet_flows {
         let name = match sub {
@@ -196,7 +205,7 @@ fn label_set(out: &mut String, labels: &[(&str, &str)]) {
 fn flow_labels<'a>(
     host: &'a crate::snapshot::HostLabels,
     k: &'a crate::snapshot::FlowKey,
-) -> [(&'static str, &'a str); 6] {
+) -> [(&'static str, &'a str); 8] {
     [
         ("direction", k.direction.as_str()),
         ("src_zone", &host.zone),
@@ -204,6 +213,9 @@ fn flow_labels<'a>(
         ("src_zone_id", &host.zone_id),
         ("dst_zone_id", &k.dst_zone_id),
         ("traffic_class", k.class.as_str()),
+        ("path", k.billing.path.as_str()),
+        // Empty (no label, to Prometheus) when the path has no hop.
+        ("hop_zone_id", k.billing.hop_zone_id.as_deref().unwrap_or("")),
     ]
 }
 
@@ -258,14 +270,41 @@ mod tests {
                 dst_zone: "us-east-1\"b".into(),
                 dst_zone_id: "use1-az2".into(),
                 class: TrafficClass::CrossAz,
+                billing: Default::default(),
             },
             Counter { bytes: 12345, packets: 10 },
         );
         let text = render(&s);
         assert!(text.contains(
-            "azflow_tcp_bytes_total{direction=\"transmit\",src_zone=\"us-east-1a\",dst_zone=\"us-east-1\\\"b\",src_zone_id=\"use1-az1\",dst_zone_id=\"use1-az2\",traffic_class=\"cross_az\"} 12345\n"
+            "azflow_tcp_bytes_total{direction=\"transmit\",src_zone=\"us-east-1a\",dst_zone=\"us-east-1\\\"b\",src_zone_id=\"use1-az1\",dst_zone_id=\"use1-az2\",traffic_class=\"cross_az\",path=\"unknown\",hop_zone_id=\"\"} 12345\n"
         ), "{text}");
-        assert!(text.contains("traffic_class=\"cross_az\"} 10\n"));
+        assert!(text.contains("hop_zone_id=\"\"} 10\n"));
         assert!(text.contains("# TYPE azflow_tcp_bytes_total counter\n"));
+    }
+
+    #[test]
+    fn cost_is_bytes_times_each_directions_price() {
+        use crate::topology::{Billing, BillingPath, paths::{Hop, PathPrice}};
+        let mut s = Snapshot::default();
+        let billing = Billing {
+            path: BillingPath::NatGateway(Hop::CrossAz),
+            hop_zone_id: Some("use1-az2".into()),
+            // $0.145 out, $0.055 in, per 2^30 bytes.
+            price: PathPrice { nano_usd_per_gb: [145_000_000, 55_000_000], bytes_per_gb: 1 << 30 },
+        };
+        for (direction, gb) in [(Direction::Transmit, 4u64), (Direction::Receive, 2)] {
+            let key = FlowKey { direction, dst_zone: "internet".into(), dst_zone_id: "internet".into(), class: TrafficClass::Internet, billing: billing.clone() };
+            s.flows.insert(key, Counter { bytes: gb << 30, packets: 1 });
+        }
+        let text = render(&s);
+        let line = |dir: &str| {
+            text.lines()
+                .find(|l| l.starts_with("azflow_cost_usd_total{") && l.contains(&format!("direction=\"{dir}\"")))
+                .unwrap_or_else(|| panic!("no {dir} cost in {text}"))
+                .to_owned()
+        };
+        assert!(line("transmit").ends_with(",path=\"nat_gateway_cross_az\",hop_zone_id=\"use1-az2\"} 0.58"), "{}", line("transmit"));
+        assert!(line("receive").ends_with("} 0.11"), "{}", line("receive"));
+        assert!(text.contains("# TYPE azflow_cost_usd_total counter\n"));
     }
 }

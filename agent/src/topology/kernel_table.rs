@@ -15,8 +15,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
     model::Topology,
+    paths::{Billing, Destination, PathPrice, RangeGroup, decide, route_for},
     ranges::{CatchAll, catch_all_ranges},
 };
+use crate::pricing::PriceTable;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelTableError {
@@ -43,11 +45,24 @@ pub enum KernelTableError {
 }
 
 /// What a slot is allocated for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SlotKey {
     /// Catch-alls sort first, so they take the lowest slots.
     CatchAll(CatchAll),
+    /// Prefixes that are no subnet and whose labels differ from their catch-all's (a route's
+    /// destination, AWS ranges, a routed catch-all): one slot per distinct label set, so
+    /// thousands of AWS ranges cost a handful of slots.
+    Shared(SharedKey),
     Subnet(IpNet),
+}
+
+/// The labels a [`SlotKey::Shared`] slot stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedKey {
+    pub dst_zone: String,
+    pub dst_zone_id: String,
+    pub class: TrafficClass,
+    pub billing: Billing,
 }
 
 /// Hands out counter slots `1..max_slots` (0 is [`SLOT_NO_MATCH`]).
@@ -87,7 +102,7 @@ impl SlotAllocator {
             .assigned
             .keys()
             .filter(|k| !wanted.contains(k))
-            .copied()
+            .cloned()
             .collect();
         for key in gone {
             if let Some(slot) = next.assigned.remove(&key) {
@@ -112,7 +127,7 @@ impl SlotAllocator {
                     });
                 }
             };
-            next.assigned.insert(*key, slot);
+            next.assigned.insert(key.clone(), slot);
         }
         *self = next;
         Ok(self.assigned.clone())
@@ -176,6 +191,8 @@ impl ZoneTable {
 pub enum SlotKind {
     Subnet,
     CatchAll,
+    /// A [`SlotKey::Shared`] slot.
+    Routed,
 }
 
 /// What user space attaches to a slot's counters.
@@ -190,6 +207,8 @@ pub struct SlotLabels {
     /// `None` for catch-alls.
     pub subnet: Option<IpNet>,
     pub kind: SlotKind,
+    /// The billing path, the AZ of its hop, and its price.
+    pub billing: Billing,
 }
 
 /// The LPM tables to write, sorted by prefix, plus the labels of every slot they use.
@@ -221,6 +240,13 @@ impl KernelTable {
         v4.chain(self.v6.iter().map(|(n, i)| (IpNet::V6(*n), *i)))
     }
 
+    /// Prices every slot's path from `prices` (the host region's table).
+    pub fn apply_prices(&mut self, prices: &PriceTable) {
+        for label in self.slots.values_mut() {
+            label.billing.price = prices.price(label.billing.path);
+        }
+    }
+
     /// Fails when a family has more prefixes than its trie holds (`ebpf::MapSizes::lpm_prefixes`).
     pub fn check_capacity(&self, lpm_prefixes: u32) -> Result<(), KernelTableError> {
         for (family, prefixes) in [(4, self.v4.len()), (6, self.v6.len())] {
@@ -236,82 +262,182 @@ impl KernelTable {
     }
 }
 
-/// Builds the kernel table of `topology`: its subnets over the catch-all ranges; a subnet wins
-/// over a catch-all with the same prefix. One refresh of `slots`; on error neither `slots` nor
-/// `zones` change.
+/// Where a prefix of the kernel table comes from; for one prefix a later source wins:
+/// catch-all < AWS range < route < subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    CatchAll(CatchAll),
+    Range(RangeGroup),
+    Route,
+    Subnet,
+}
+
+/// What a prefix inherits from its subnet or catch-all: labels, kernel class, zone, flags.
+#[derive(Debug, Clone)]
+struct Base<'t> {
+    dst_zone: String,
+    dst_zone_id: String,
+    class: TrafficClass,
+    /// (zone ID, zone name) when the prefix is in a subnet.
+    zone: Option<(&'t str, &'t str)>,
+    region: Option<&'t str>,
+    subnet: Option<IpNet>,
+    flags: u8,
+}
+
+fn base_of_subnet<'t>(topology: &'t Topology, s: &'t super::model::Subnet) -> Base<'t> {
+    Base {
+        dst_zone: s.zone.clone(),
+        dst_zone_id: s.zone_id.clone(),
+        class: topology.class_of_subnet(s),
+        zone: Some((&s.zone_id, &s.zone)),
+        region: s.region.as_deref(),
+        subnet: Some(s.cidr),
+        flags: 0,
+    }
+}
+
+fn base_of_catch_all<'t>(c: CatchAll) -> Base<'t> {
+    Base {
+        dst_zone: c.label().to_owned(),
+        dst_zone_id: c.label().to_owned(),
+        class: c.class(),
+        zone: None,
+        region: None,
+        subnet: None,
+        flags: c.flags(),
+    }
+}
+
+/// Builds the kernel table of `topology`: its subnets, its routes' destinations and AWS ranges
+/// over the catch-all ranges, each labelled with its billing path (prices are set later by
+/// [`KernelTable::apply_prices`]). Subnets have a slot each; other prefixes share one slot per
+/// distinct label set. One refresh of `slots`; on error neither `slots` nor `zones` change.
 pub fn build_kernel_table(
     topology: &Topology,
     slots: &mut SlotAllocator,
     zones: &mut ZoneTable,
 ) -> Result<KernelTable, KernelTableError> {
-    let mut by_net: BTreeMap<IpNet, SlotKey> = catch_all_ranges(topology.host())
+    let host = topology.host();
+    let routing = topology.routing();
+    let routes = routing.effective_routes(&host.vpc_cidrs);
+    let mut by_net: BTreeMap<IpNet, Origin> = catch_all_ranges(host)
         .into_iter()
-        .map(|r| (r.net, SlotKey::CatchAll(r.catch_all)))
+        .map(|r| (r.net, Origin::CatchAll(r.catch_all)))
         .collect();
+    for (net, group) in &routing.public_ranges {
+        by_net.insert(net.trunc(), Origin::Range(*group));
+    }
+    for r in &routes {
+        by_net.entry(r.dest).or_insert(Origin::Route);
+    }
     for s in topology.subnets() {
-        by_net.insert(s.cidr, SlotKey::Subnet(s.cidr));
+        by_net.insert(s.cidr, Origin::Subnet);
+    }
+    // Routes and ranges take their labels from the most specific subnet or catch-all around them.
+    let containers: Vec<(IpNet, Origin)> = by_net
+        .iter()
+        .filter(|(_, o)| matches!(o, Origin::Subnet | Origin::CatchAll(_)))
+        .map(|(n, o)| (*n, *o))
+        .collect();
+    fn base_of<'t>(topology: &'t Topology, net: &IpNet, origin: Origin) -> Option<Base<'t>> {
+        match origin {
+            Origin::Subnet => topology.subnet(net).map(|s| base_of_subnet(topology, s)),
+            Origin::CatchAll(c) => Some(base_of_catch_all(c)),
+            Origin::Range(_) | Origin::Route => None,
+        }
+    }
+
+    let mut prefixes: Vec<(IpNet, SlotKey, Base<'_>, Billing)> = Vec::with_capacity(by_net.len());
+    for (net, origin) in &by_net {
+        let base = match base_of(topology, net, *origin) {
+            Some(b) => b,
+            None => {
+                let container = containers
+                    .iter()
+                    .filter(|(c, _)| {
+                        c.prefix_len() < net.prefix_len() && c.contains(&net.network())
+                    })
+                    .max_by_key(|(c, _)| c.prefix_len());
+                match container.and_then(|(c, o)| base_of(topology, c, *o)) {
+                    Some(mut b) => {
+                        b.subnet = None;
+                        b
+                    }
+                    // Every address has a catch-all; none only if the defaults were removed.
+                    None => base_of_catch_all(CatchAll::Unknown),
+                }
+            }
+        };
+        let dest = Destination {
+            class: base.class,
+            zone_id: base.zone.map(|z| z.0),
+            region: base.region,
+            range: match origin {
+                Origin::Range(g) => Some(*g),
+                _ => None,
+            },
+        };
+        let region = host.region.as_deref();
+        // Loopback and link-local never reach the VPC router.
+        let route = match origin {
+            Origin::CatchAll(CatchAll::Local) => None,
+            _ => route_for(&routes, net),
+        };
+        let decided = decide(routing, &host.zone_id, region, &dest, route);
+        let unrouted = decide(routing, &host.zone_id, region, &dest, None);
+        let billing = Billing {
+            path: decided.path,
+            hop_zone_id: decided.hop_zone_id.clone(),
+            price: PathPrice::default(),
+        };
+        let key = match origin {
+            Origin::Subnet => SlotKey::Subnet(*net),
+            Origin::CatchAll(c) if decided == unrouted => SlotKey::CatchAll(*c),
+            _ => SlotKey::Shared(SharedKey {
+                dst_zone: base.dst_zone.clone(),
+                dst_zone_id: base.dst_zone_id.clone(),
+                class: base.class,
+                billing: billing.clone(),
+            }),
+        };
+        prefixes.push((*net, key, base, billing));
     }
 
     let mut new_slots = slots.clone();
     let mut new_zones = zones.clone();
-    let assigned = new_slots.refresh(by_net.values().copied())?;
-    let mut labels = BTreeMap::new();
-    let mut infos = BTreeMap::new();
-    for (key, slot) in &assigned {
-        let (info, label) = match key {
-            SlotKey::CatchAll(c) => {
-                let info = SubnetInfo {
-                    slot: *slot,
-                    zone_idx: ZONE_NONE,
-                    class: c.class() as u8,
-                    flags: c.flags(),
-                };
-                let label = SlotLabels {
-                    dst_zone: c.label().to_owned(),
-                    dst_zone_id: c.label().to_owned(),
-                    class: c.class(),
-                    subnet: None,
-                    kind: SlotKind::CatchAll,
-                };
-                (info, label)
-            }
-            SlotKey::Subnet(cidr) => {
-                let Some(s) = topology.subnet(cidr) else {
-                    continue;
-                };
-                let class = topology.class_of_subnet(s);
-                let zone_idx = new_zones.index(&s.zone_id, &s.zone)?;
-                let info = SubnetInfo {
-                    slot: *slot,
-                    zone_idx,
-                    class: class as u8,
-                    flags: 0,
-                };
-                let label = SlotLabels {
-                    dst_zone: s.zone.clone(),
-                    dst_zone_id: s.zone_id.clone(),
-                    class,
-                    subnet: Some(s.cidr),
-                    kind: SlotKind::Subnet,
-                };
-                (info, label)
-            }
-        };
-        infos.insert(*key, info);
-        labels.insert(*slot, label);
-    }
-
-    let mut table = KernelTable {
-        slots: labels,
-        ..KernelTable::default()
-    };
-    for (net, key) in &by_net {
-        let Some(info) = infos.get(key).copied() else {
+    let assigned = new_slots.refresh(prefixes.iter().map(|p| p.1.clone()))?;
+    let mut table = KernelTable::default();
+    for (net, key, base, billing) in prefixes {
+        let Some(&slot) = assigned.get(&key) else {
             continue;
         };
+        let zone_idx = match base.zone {
+            Some((id, name)) => new_zones.index(id, name)?,
+            None => ZONE_NONE,
+        };
+        let info = SubnetInfo {
+            slot,
+            zone_idx,
+            class: base.class as u8,
+            flags: base.flags,
+        };
+        let kind = match key {
+            SlotKey::Subnet(_) => SlotKind::Subnet,
+            SlotKey::CatchAll(_) => SlotKind::CatchAll,
+            SlotKey::Shared(_) => SlotKind::Routed,
+        };
+        table.slots.entry(slot).or_insert(SlotLabels {
+            dst_zone: base.dst_zone,
+            dst_zone_id: base.dst_zone_id,
+            class: base.class,
+            subnet: base.subnet,
+            kind,
+            billing,
+        });
         match net {
-            IpNet::V4(n) => table.v4.push((*n, info)),
-            IpNet::V6(n) => table.v6.push((*n, info)),
+            IpNet::V4(n) => table.v4.push((n, info)),
+            IpNet::V6(n) => table.v6.push((n, info)),
         }
     }
     *slots = new_slots;
@@ -401,3 +527,6 @@ pub fn classify(table: &KernelTable, addr: IpAddr) -> Option<(IpNet, SubnetInfo)
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod billing_tests;

@@ -11,8 +11,10 @@
 
 pub mod aws;
 pub mod host_interfaces;
+pub mod ip_ranges;
 pub mod kernel_table;
 pub mod model;
+pub mod paths;
 pub mod ranges;
 pub mod render;
 pub mod static_file;
@@ -26,6 +28,7 @@ pub use kernel_table::{
     ZoneTable, build_kernel_table, classify, diff,
 };
 pub use model::{HostIdentity, Source, Subnet, Topology};
+pub use paths::{Billing, BillingPath, Routing};
 pub use ranges::{CatchAll, CatchAllRange, RangeKind, catch_all_ranges};
 pub use render::{render_table, to_json};
 pub use static_file::{Problem, TopologyFileError};

@@ -7,6 +7,8 @@
 use agent_common::TrafficClass;
 use ipnet::IpNet;
 
+use super::paths::Routing;
+
 /// Where this host runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostIdentity {
@@ -61,6 +63,8 @@ pub struct Subnet {
 pub struct Topology {
     host: HostIdentity,
     subnets: Vec<Subnet>,
+    /// Routes, NAT gateways, peerings, endpoints and AWS ranges: what decides billing paths.
+    routing: Routing,
 }
 
 impl Topology {
@@ -79,7 +83,19 @@ impl Topology {
         Self {
             host,
             subnets: by_cidr.into_values().collect(),
+            routing: Routing::default(),
         }
+    }
+
+    /// The same topology with `routing`.
+    #[must_use]
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     pub fn host(&self) -> &HostIdentity {
@@ -116,7 +132,8 @@ impl Topology {
             instance_id: o.instance_id.or(b.instance_id),
             account_id: o.account_id.or(b.account_id),
         };
-        Topology::new(host, base.subnets.into_iter().chain(overrides.subnets))
+        let routing = merge_routing(base.routing, overrides.routing);
+        Topology::new(host, base.subnets.into_iter().chain(overrides.subnets)).with_routing(routing)
     }
 
     /// Class of traffic from this host to `subnet`: same AZ ID → `same_az`; a known region other
@@ -129,6 +146,33 @@ impl Topology {
             (Some(theirs), Some(ours)) if theirs != ours => TrafficClass::CrossVpc,
             _ => TrafficClass::CrossAz,
         }
+    }
+}
+
+/// `overrides` (the static file) wins per route destination and per NAT gateway, peering and
+/// endpoint id; AWS ranges come from `overrides` when it has any.
+fn merge_routing(base: Routing, overrides: Routing) -> Routing {
+    fn by_key<T, K: Ord>(base: Vec<T>, over: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+        let mut m = std::collections::BTreeMap::new();
+        for item in base.into_iter().chain(over) {
+            m.insert(key(&item), item);
+        }
+        m.into_values().collect()
+    }
+    Routing {
+        routes: by_key(base.routes, overrides.routes, |r| r.dest),
+        nat_gateways: by_key(base.nat_gateways, overrides.nat_gateways, |n| n.id.clone()),
+        peerings: by_key(base.peerings, overrides.peerings, |p| p.id.clone()),
+        interface_endpoints: by_key(
+            base.interface_endpoints,
+            overrides.interface_endpoints,
+            |e| e.id.clone(),
+        ),
+        public_ranges: if overrides.public_ranges.is_empty() {
+            base.public_ranges
+        } else {
+            overrides.public_ranges
+        },
     }
 }
 

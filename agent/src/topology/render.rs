@@ -1,5 +1,6 @@
 //! What `azflow topology` prints: the host's identity, then one row per kernel prefix (prefix,
-//! zone, zone ID, name, source, class from this host, slot), as a table or as JSON.
+//! zone, zone ID, name, source, class from this host, route, billing path, hop AZ, price per GB
+//! each direction, slot), as a table or as JSON.
 
 use agent_common::{SUBNET_FLAG_UNMAPPED, SubnetInfo, TrafficClass, ZONE_NONE};
 use ipnet::IpNet;
@@ -8,7 +9,8 @@ use serde_json::{Value, json};
 use super::{
     kernel_table::{KernelTable, SlotKind},
     model::Topology,
-    ranges::{RangeKind, catch_all_ranges},
+    paths::{Billing, route_for},
+    ranges::{CatchAll, RangeKind, catch_all_ranges},
 };
 
 /// One printed prefix.
@@ -24,15 +26,34 @@ struct Row<'a> {
     vpc_id: Option<&'a str>,
     region: Option<&'a str>,
     source: &'static str,
+    /// The route target the VPC router picks for the prefix (`local`, `nat-…`, …).
+    route: Option<String>,
+    billing: Option<&'a Billing>,
 }
 
 fn rows<'a>(topology: &'a Topology, table: &'a KernelTable) -> Vec<Row<'a>> {
     let ranges = catch_all_ranges(topology.host());
+    let routes = topology
+        .routing()
+        .effective_routes(&topology.host().vpc_cidrs);
     table
         .entries()
         .map(|(prefix, info)| {
             let label = table.slots.get(&info.slot);
             let kind = label.map_or(SlotKind::CatchAll, |l| l.kind);
+            // Loopback and link-local never reach the VPC router (as in build_kernel_table).
+            let local = ranges
+                .iter()
+                .any(|r| r.net == prefix && r.catch_all == CatchAll::Local);
+            let route = route_for(&routes, &prefix)
+                .filter(|_| !local)
+                .map(|r| r.target.id().to_owned());
+            let billing = label.map(|l| &l.billing);
+            let is_range = topology
+                .routing()
+                .public_ranges
+                .iter()
+                .any(|(n, _)| *n == prefix);
             match topology
                 .subnet(&prefix)
                 .filter(|_| kind == SlotKind::Subnet)
@@ -48,6 +69,8 @@ fn rows<'a>(topology: &'a Topology, table: &'a KernelTable) -> Vec<Row<'a>> {
                     vpc_id: s.vpc_id.as_deref(),
                     region: s.region.as_deref(),
                     source: s.source.as_str(),
+                    route,
+                    billing,
                 },
                 None => Row {
                     prefix,
@@ -62,7 +85,13 @@ fn rows<'a>(topology: &'a Topology, table: &'a KernelTable) -> Vec<Row<'a>> {
                     subnet_id: None,
                     vpc_id: None,
                     region: None,
-                    source: "catch-all",
+                    source: match kind {
+                        SlotKind::Routed if is_range => "aws-ranges",
+                        SlotKind::Routed if !ranges.iter().any(|r| r.net == prefix) => "route",
+                        _ => "catch-all",
+                    },
+                    route,
+                    billing,
                 },
             }
         })
@@ -83,7 +112,18 @@ const fn kind_name(kind: SlotKind) -> &'static str {
     match kind {
         SlotKind::Subnet => "subnet",
         SlotKind::CatchAll => "catch_all",
+        SlotKind::Routed => "routed",
     }
+}
+
+fn path_of(r: &Row<'_>) -> &'static str {
+    r.billing.map_or("unknown", |b| b.path.as_str())
+}
+
+/// USD per GB of each direction.
+fn usd_per_gb(r: &Row<'_>) -> [f64; 2] {
+    let nano = r.billing.map_or([0, 0], |b| b.price.nano_usd_per_gb);
+    nano.map(|n| n as f64 / 1e9)
 }
 
 fn class_of(info: &SubnetInfo) -> &'static str {
@@ -125,11 +165,23 @@ pub fn render_table(topology: &Topology, table: &KernelTable) -> String {
     ));
 
     let header = [
-        "PREFIX", "ZONE", "ZONE ID", "NAME", "SOURCE", "CLASS", "SLOT",
+        "PREFIX",
+        "ZONE",
+        "ZONE ID",
+        "NAME",
+        "SOURCE",
+        "CLASS",
+        "ROUTE",
+        "PATH",
+        "HOP AZ",
+        "USD/GB OUT",
+        "USD/GB IN",
+        "SLOT",
     ];
-    let cells: Vec<[String; 7]> = rows(topology, table)
+    let cells: Vec<[String; 12]> = rows(topology, table)
         .iter()
         .map(|r| {
+            let [out, inn] = usd_per_gb(r);
             [
                 r.prefix.to_string(),
                 r.zone.to_owned(),
@@ -137,6 +189,13 @@ pub fn render_table(topology: &Topology, table: &KernelTable) -> String {
                 r.name.unwrap_or("-").to_owned(),
                 r.source.to_owned(),
                 class_of(&r.info).to_owned(),
+                r.route.clone().unwrap_or_else(|| "-".into()),
+                path_of(r).to_owned(),
+                r.billing
+                    .and_then(|b| b.hop_zone_id.clone())
+                    .unwrap_or_else(|| "-".into()),
+                out.to_string(),
+                inn.to_string(),
                 r.info.slot.to_string(),
             ]
         })
@@ -183,6 +242,10 @@ pub fn to_json(topology: &Topology, table: &KernelTable) -> Value {
                 "source": r.source,
                 "kind": kind_name(r.kind),
                 "class": class_of(&r.info),
+                "route": r.route,
+                "path": path_of(r),
+                "hop_zone_id": r.billing.and_then(|b| b.hop_zone_id.clone()),
+                "usd_per_gb": { "transmit": usd_per_gb(r)[0], "receive": usd_per_gb(r)[1] },
                 "slot": r.info.slot,
                 "zone_idx": (r.info.zone_idx != ZONE_NONE).then_some(r.info.zone_idx),
                 "unmapped": r.info.flags & SUBNET_FLAG_UNMAPPED != 0,
@@ -277,6 +340,73 @@ mod tests {
             lines.iter().all(|l| l.trim_end() == *l),
             "no trailing spaces"
         );
+    }
+
+    #[test]
+    fn each_prefix_shows_its_route_path_and_price() {
+        use crate::topology::paths::{NatGateway, Route, RouteTarget, Routing};
+        let (t, _) = sample();
+        let t = t.with_routing(Routing {
+            routes: vec![Route {
+                dest: "0.0.0.0/0".parse().unwrap_or_else(|e| panic!("{e}")),
+                target: RouteTarget::NatGateway("nat-b".into()),
+            }],
+            nat_gateways: vec![NatGateway {
+                id: "nat-b".into(),
+                zone_id: Some("use1-az2".into()),
+            }],
+            ..Routing::default()
+        });
+        let mut kt = build_kernel_table(&t, &mut SlotAllocator::new(64), &mut ZoneTable::new())
+            .expect("builds");
+        kt.apply_prices(&crate::pricing::PriceTable::default());
+        let text = render_table(&t, &kt);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("0.0.0.0/0"))
+            .expect("default row");
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // PREFIX ZONE ZONE-ID NAME SOURCE CLASS ROUTE PATH HOP OUT IN SLOT
+        assert_eq!(
+            &cols[5..11],
+            [
+                "internet",
+                "nat-b",
+                "nat_gateway_cross_az",
+                "use1-az2",
+                "0.145",
+                "0.055"
+            ],
+            "{row}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("10.0.1.0/24"))
+            .expect("subnet row");
+        assert!(
+            row.contains(" local ") && row.contains(" same_az ") && row.contains(" 0 "),
+            "{row}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("127.0.0.0/8"))
+            .expect("loopback row");
+        assert_eq!(
+            row.split_whitespace().nth(6),
+            Some("-"),
+            "loopback has no route: {row}"
+        );
+        let v = to_json(&t, &kt);
+        let p = v["prefixes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["prefix"] == "0.0.0.0/0"))
+            .expect("default");
+        assert_eq!(p["path"], "nat_gateway_cross_az");
+        assert_eq!(p["route"], "nat-b");
+        assert_eq!(p["hop_zone_id"], "use1-az2");
+        assert_eq!(p["usd_per_gb"]["transmit"], 0.145);
+        assert_eq!(p["usd_per_gb"]["receive"], 0.055);
+        assert_eq!(p["kind"], "routed");
     }
 
     #[test]

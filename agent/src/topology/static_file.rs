@@ -16,6 +16,8 @@
 //! name = "private-a"                      # optional; also subnet_id, vpc_id, region
 //! ```
 //!
+//! Routes, NAT gateways, peerings and endpoints (billing paths): see [`routing`].
+//!
 //! One validation pass reports every problem, each on one line as
 //! `FILE:LINE:COLUMN: FIELD: problem; fix`, where FIELD is a path like `subnet[1].cidr`
 //! (`subnet[N]` counts `[[subnet]]` sections from 0). Overlapping prefixes are legal: the most
@@ -123,7 +125,14 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Topology, TopologyFileError>
     }
 }
 
-const TOP_FIELDS: &[&str] = &["host", "subnet"];
+const TOP_FIELDS: &[&str] = &[
+    "host",
+    "subnet",
+    "route",
+    "nat_gateway",
+    "peering",
+    "endpoint",
+];
 const HOST_FIELDS: &[&str] = &[
     "region",
     "zone",
@@ -243,7 +252,8 @@ impl Checker<'_> {
                 }
             },
         };
-        Some(Topology::new(host?, subnets?))
+        let routing = self.routing(&root);
+        Some(Topology::new(host?, subnets?).with_routing(routing?))
     }
 
     /// Collects the keys of `table`, reporting each one not in `allowed`.
@@ -364,41 +374,7 @@ impl Checker<'_> {
     }
 
     fn vpc_cidrs(&mut self, f: &Fields<'_, '_>) -> Option<Vec<IpNet>> {
-        let Some(v) = f.map.get("vpc_cidrs") else {
-            return Some(Vec::new());
-        };
-        let path = f.path_of("vpc_cidrs");
-        let DeValue::Array(items) = v.get_ref() else {
-            let found = found(v.get_ref());
-            let message = format!(
-                "expected an array of strings, found {found}; write e.g. vpc_cidrs = [\"10.0.0.0/16\"]"
-            );
-            self.report(&v.span(), path, message);
-            return None;
-        };
-        let mut ok = true;
-        let mut nets = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            match item.get_ref() {
-                DeValue::String(s) => match values::cidr(s) {
-                    Ok(net) => nets.push(net),
-                    Err(message) => {
-                        self.report(&item.span(), at, message);
-                        ok = false;
-                    }
-                },
-                other => {
-                    let found = found(other);
-                    let message = format!(
-                        "expected a string, found {found}; write it in quotes, e.g. \"10.0.0.0/16\""
-                    );
-                    self.report(&item.span(), at, message);
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(nets)
+        self.cidr_array(f, "vpc_cidrs", "10.0.0.0/16")
     }
 
     fn subnets(&mut self, items: &[Value<'_>]) -> Option<Vec<Subnet>> {
@@ -512,8 +488,13 @@ impl Checker<'_> {
     }
 }
 
+/// A region name check, for other TOML files (the price table).
+pub(crate) fn check_region(s: &str) -> Result<(), String> {
+    values::region(s)
+}
+
 /// "a string", "an integer", … for messages.
-fn found(v: &DeValue<'_>) -> String {
+pub(crate) fn found(v: &DeValue<'_>) -> String {
     let t = v.type_str();
     let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
         "an"
@@ -523,12 +504,14 @@ fn found(v: &DeValue<'_>) -> String {
     format!("{article} {t}")
 }
 
-fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
+pub(crate) fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn position(text: &str, line_starts: &[usize], offset: usize) -> (usize, usize) {
+pub(crate) fn position(text: &str, line_starts: &[usize], offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -539,7 +522,7 @@ fn position(text: &str, line_starts: &[usize], offset: usize) -> (usize, usize) 
 }
 
 /// The allowed name nearest to a misspelt one (edit distance ≤ 2).
-fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
         .map(|a| (edit_distance(name, a), *a))
@@ -564,7 +547,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Field path and message of a TOML syntax error at `line`, guessed from the section headers
 /// above it and the key on its line.
-fn syntax_problem(text: &str, line: usize, message: &str) -> (String, String) {
+pub(crate) fn syntax_problem(text: &str, line: usize, message: &str) -> (String, String) {
     let mut section = String::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut error_line = "";
@@ -627,6 +610,8 @@ fn needs_quotes(value: &str) -> bool {
         && v != "false"
         && v.parse::<f64>().is_err()
 }
+
+mod routing;
 
 #[cfg(test)]
 mod tests;

@@ -596,6 +596,13 @@ pub fn subnets_page(
     )
 }
 
+/// A valid answer to any `Describe…` action with no items.
+pub fn empty_reply(action: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r-1</requestId></{action}Response>"
+    )
+}
+
 /// An EC2 error document.
 pub fn ec2_error(code: &str, message: &str) -> String {
     format!(

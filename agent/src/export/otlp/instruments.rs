@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `azflow.tcp.bytes` (By), `azflow.tcp.packets` | `azflow_tcp_bytes_total`, `azflow_tcp_packets_total` |
 //! | `azflow.cross_az.bytes` (By; cross-AZ pairs only) | `azflow_tcp_bytes_total{traffic_class="cross_az"}` |
+//! | `azflow.cost` ({USD}; attribute `azflow.billing.path`, `.hop_zone_id`) | `azflow_cost_usd_total{path, hop_zone_id}` |
 //! | `azflow.tcp.retransmits` ({segment}), `azflow.tcp.rto` ({timeout}) | `azflow_tcp_retransmits_total`, `azflow_tcp_rto_total` |
 //! | `azflow.tcp.rtt`, `azflow.tcp.connect.duration` (s; histograms, see [`super::histograms`]) | `azflow_tcp_rtt_seconds`, `azflow_tcp_connect_duration_seconds` |
 //! | `azflow.agent.X` | `azflow_X` / `azflow_X_total` |
@@ -105,6 +106,20 @@ impl Instruments {
                             KeyValue::new("dst.zone_id", zone_id.to_string()),
                         ],
                     );
+                }
+            })
+            .build();
+
+        // Priced from the same snapshot's counters as azflow.tcp.bytes, each direction at its own price.
+        let c = cell.clone();
+        meter
+            .f64_observable_counter("azflow.cost")
+            .with_unit("{USD}")
+            .with_description("USD AWS bills for these bytes, by billing path (bytes × the price table's USD per GB, each direction).")
+            .with_callback(move |o| {
+                let s = c.get();
+                for (k, v) in &s.flows {
+                    o.observe(k.billing.price.cost_usd(k.direction as usize, v.bytes), &flow_attributes(&s, k));
                 }
             })
             .build();
@@ -271,13 +286,17 @@ pub fn zone_attributes(s: &Snapshot, k: &ZoneKey) -> Vec<KeyValue> {
 }
 
 pub fn flow_attributes(s: &Snapshot, k: &FlowKey) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(7);
+    let mut attrs = Vec::with_capacity(9);
     attrs.push(KeyValue::new("network.io.direction", k.direction.as_str()));
     attrs.push(KeyValue::new("src.zone", s.host.zone.clone()));
     attrs.push(KeyValue::new("dst.zone", k.dst_zone.clone()));
     attrs.push(KeyValue::new("src.zone_id", s.host.zone_id.clone()));
     attrs.push(KeyValue::new("dst.zone_id", k.dst_zone_id.clone()));
     attrs.push(KeyValue::new("azflow.traffic.class", k.class.as_str()));
+    attrs.push(KeyValue::new("azflow.billing.path", k.billing.path.as_str()));
+    if let Some(hop) = &k.billing.hop_zone_id {
+        attrs.push(KeyValue::new("azflow.billing.hop_zone_id", hop.clone()));
+    }
     attrs
 }
 
@@ -361,7 +380,7 @@ mod tests {
             topology_loaded_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(40)),
             ..Snapshot::default()
         };
-        let key = |dir, zone: &str, id: &str, class| FlowKey { direction: dir, dst_zone: zone.into(), dst_zone_id: id.into(), class };
+        let key = |dir, zone: &str, id: &str, class| FlowKey { direction: dir, dst_zone: zone.into(), dst_zone_id: id.into(), class, billing: Default::default() };
         let b = key(Direction::Transmit, "us-east-1b", "use1-az2", TrafficClass::CrossAz);
         let a = key(Direction::Receive, "us-east-1a", "use1-az1", TrafficClass::SameAz);
         let i = key(Direction::Transmit, "internet", "internet", TrafficClass::Internet);
@@ -395,7 +414,7 @@ mod tests {
             let keys: Vec<&str> = p.2.keys().map(String::as_str).collect();
             assert_eq!(
                 keys,
-                ["azflow.traffic.class", "dst.zone", "dst.zone_id", "network.io.direction", "src.zone", "src.zone_id"]
+                ["azflow.billing.path", "azflow.traffic.class", "dst.zone", "dst.zone_id", "network.io.direction", "src.zone", "src.zone_id"]
             );
             assert_eq!(p.2["src.zone_id"], "use1-az1");
         }
@@ -414,6 +433,33 @@ mod tests {
         assert_eq!(sum(&points, "azflow.agent.map_overflows", &[("map", "dst_subnet_series")]), 1.0);
         assert_eq!(sum(&points, "azflow.agent.topology_age", &[]), 60.0);
         assert!(points.iter().all(|p| !p.2.contains_key("dst.subnet")));
+    }
+
+    #[test]
+    fn cost_is_priced_from_the_same_snapshot_in_usd() {
+        use crate::topology::{Billing, BillingPath, paths::{Hop, PathPrice}};
+        let mut snap = snapshot();
+        let billing = Billing {
+            path: BillingPath::NatGateway(Hop::CrossAz),
+            hop_zone_id: Some("use1-az2".into()),
+            price: PathPrice { nano_usd_per_gb: [145_000_000, 55_000_000], bytes_per_gb: 1_000_000_000 },
+        };
+        for (direction, bytes) in [(Direction::Transmit, 3_000_000_000u64), (Direction::Receive, 1_000_000_000)] {
+            let k = FlowKey { direction, dst_zone: "internet".into(), dst_zone_id: "internet".into(), class: TrafficClass::Internet, billing: billing.clone() };
+            snap.flows.insert(k, Counter { bytes, packets: 1 });
+        }
+        let points = collect(snap, false);
+        let cost: Vec<&Point> = points.iter().filter(|p| p.0 == "azflow.cost").collect();
+        // The three unpriced flows of the sample plus the two NAT ones.
+        assert_eq!(cost.len(), 5);
+        assert!(cost.iter().all(|p| p.1 == "{USD}"));
+        let nat = [("azflow.billing.path", "nat_gateway_cross_az"), ("azflow.billing.hop_zone_id", "use1-az2")];
+        let tx = [nat[0], nat[1], ("network.io.direction", "transmit")];
+        let rx = [nat[0], nat[1], ("network.io.direction", "receive")];
+        assert_eq!(sum(&points, "azflow.cost", &tx), 0.435);
+        assert_eq!(sum(&points, "azflow.cost", &rx), 0.055);
+        assert_eq!(sum(&points, "azflow.tcp.bytes", &tx), 3e9);
+        assert_eq!(sum(&points, "azflow.cost", &[("azflow.billing.path", "unknown")]), 0.0);
     }
 
     #[test]

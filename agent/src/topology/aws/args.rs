@@ -30,6 +30,10 @@ pub struct AwsArgs {
     /// Deadline of one EC2 API call, e.g. "10s".
     #[arg(long, env = "AZFLOW_AWS_TIMEOUT", default_value = "10s")]
     pub aws_timeout: String,
+    /// AWS's ip-ranges.json (a local copy; never downloaded): the region and service of public
+    /// addresses, and the ranges behind gateway endpoints.
+    #[arg(long, env = "AZFLOW_AWS_IP_RANGES")]
+    pub aws_ip_ranges: Option<std::path::PathBuf>,
 }
 
 /// Validated [`AwsArgs`].
@@ -39,6 +43,8 @@ pub struct AwsSettings {
     pub refresh_interval: Duration,
     pub extra_vpc_ids: Vec<String>,
     pub timeout: Duration,
+    /// `--aws-ip-ranges`; read (and checked) by `resolve`.
+    pub ip_ranges: Option<std::path::PathBuf>,
 }
 
 impl Default for AwsSettings {
@@ -48,6 +54,7 @@ impl Default for AwsSettings {
             refresh_interval: Duration::from_secs(300),
             extra_vpc_ids: Vec::new(),
             timeout: Duration::from_secs(10),
+            ip_ranges: None,
         }
     }
 }
@@ -99,6 +106,7 @@ impl AwsArgs {
             refresh_interval,
             extra_vpc_ids,
             timeout,
+            ip_ranges: self.aws_ip_ranges.clone(),
         })
     }
 }

@@ -21,6 +21,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use super::{
     credentials::{CredentialsCache, CredentialsError},
     http::{HttpClient, HttpError, Request, encode},
+    routing_xml::{Page, RoutingXmlError},
     xml::{self, AwsSubnet, XmlError},
 };
 
@@ -31,18 +32,31 @@ pub const MAX_PAGES: usize = 1000;
 const PAGE_SIZE: u32 = 1000;
 const ATTEMPTS: u32 = 3;
 
-/// The least a role needs for the AWS topology.
-pub const MINIMAL_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:DescribeSubnets","Resource":"*"}]}"#;
+/// Every EC2 action the AWS topology calls, one IAM action each.
+pub const ACTIONS: [&str; 5] = [
+    "DescribeSubnets",
+    "DescribeRouteTables",
+    "DescribeNatGateways",
+    "DescribeVpcEndpoints",
+    "DescribeVpcPeeringConnections",
+];
+
+/// The least a role needs for the AWS topology (all of [`ACTIONS`], read-only).
+pub const MINIMAL_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:DescribeSubnets","ec2:DescribeRouteTables","ec2:DescribeNatGateways","ec2:DescribeVpcEndpoints","ec2:DescribeVpcPeeringConnections"],"Resource":"*"}]}"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Ec2Error {
     #[error(
-        "EC2 denied ec2:DescribeSubnets ({code}: {message}); allow it in the agent's IAM role with \
+        "EC2 denied ec2:{action} ({code}: {message}); allow it in the agent's IAM role with \
          this policy: {MINIMAL_POLICY}"
     )]
-    AccessDenied { code: String, message: String },
-    #[error("EC2 is throttling DescribeSubnets ({code}); backing off")]
-    Throttled { code: String },
+    AccessDenied {
+        action: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("EC2 is throttling {action} ({code}); backing off")]
+    Throttled { action: &'static str, code: String },
     #[error("EC2 answered HTTP {status}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Server { status: u16, code: Option<String> },
     #[error(
@@ -55,6 +69,12 @@ pub enum Ec2Error {
     Http { endpoint: String, source: HttpError },
     #[error("EC2 DescribeSubnets page {page}: malformed XML: {source}")]
     MalformedXml { page: usize, source: XmlError },
+    #[error("EC2 {action} page {page}: malformed XML: {source}")]
+    MalformedReply {
+        action: &'static str,
+        page: usize,
+        source: RoutingXmlError,
+    },
     #[error(
         "EC2 DescribeSubnets returned page token {token:?} twice (page {page}); stopped following it"
     )]
@@ -81,7 +101,7 @@ impl Ec2Error {
             Self::CredentialsExpired { .. } => "expired_credentials",
             Self::Credentials(_) => "no_credentials",
             Self::Http { source, .. } => super::http_kind(source),
-            Self::MalformedXml { .. } => "malformed_xml",
+            Self::MalformedXml { .. } | Self::MalformedReply { .. } => "malformed_xml",
             Self::PageLoop { .. } | Self::TooManyPages => "page_loop",
             Self::Api { .. } => "api_error",
             Self::Sign(_) => "sign",
@@ -99,11 +119,17 @@ impl Ec2Error {
     }
 }
 
-/// Classifies a non-2xx answer by its error code, else by its status.
+/// Classifies a non-2xx answer to `DescribeSubnets`.
 pub fn classify(status: u16, body: &str) -> Ec2Error {
+    classify_for("DescribeSubnets", status, body)
+}
+
+/// Classifies a non-2xx answer to `action` by its error code, else by its status.
+pub fn classify_for(action: &'static str, status: u16, body: &str) -> Ec2Error {
     let Some(e) = xml::parse_error(body) else {
         return match status {
             429 => Ec2Error::Throttled {
+                action,
                 code: "HTTP 429".into(),
             },
             s if s >= 500 => Ec2Error::Server {
@@ -111,6 +137,7 @@ pub fn classify(status: u16, body: &str) -> Ec2Error {
                 code: None,
             },
             403 => Ec2Error::AccessDenied {
+                action,
                 code: "HTTP 403".into(),
                 message: "no error document".into(),
             },
@@ -124,7 +151,11 @@ pub fn classify(status: u16, body: &str) -> Ec2Error {
     let (code, message) = (e.code, e.message);
     match code.as_str() {
         "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
-            Ec2Error::AccessDenied { code, message }
+            Ec2Error::AccessDenied {
+                action,
+                code,
+                message,
+            }
         }
         "Throttling"
         | "ThrottlingException"
@@ -132,7 +163,7 @@ pub fn classify(status: u16, body: &str) -> Ec2Error {
         | "TooManyRequestsException"
         | "SlowDown"
         | "RequestThrottled"
-        | "RequestThrottledException" => Ec2Error::Throttled { code },
+        | "RequestThrottledException" => Ec2Error::Throttled { action, code },
         "ExpiredToken"
         | "ExpiredTokenException"
         | "RequestExpired"
@@ -211,7 +242,7 @@ impl Ec2Client {
             if let Some(t) = &token {
                 body.push_str(&format!("&NextToken={}", encode(t)));
             }
-            let text = self.call(body).await?;
+            let text = self.call("DescribeSubnets", body).await?;
             let parsed = xml::parse_describe_subnets(&text)
                 .map_err(|source| Ec2Error::MalformedXml { page, source })?;
             out.extend(parsed.subnets);
@@ -228,10 +259,57 @@ impl Ec2Client {
         Err(Ec2Error::TooManyPages)
     }
 
+    /// Every item of every page of `action`, with `filters` (name, values); `parse` reads a page.
+    pub async fn describe<T>(
+        &self,
+        action: &'static str,
+        filters: &[(&str, &[String])],
+        parse: fn(&str) -> Result<Page<T>, RoutingXmlError>,
+    ) -> Result<Vec<T>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut token: Option<String> = None;
+        for page in 1..=MAX_PAGES {
+            let mut body = action_body(action, filters);
+            // DescribeVpcPeeringConnections and DescribeVpcEndpoints cap pages lower than 1000.
+            body.push_str("&MaxResults=100");
+            if let Some(t) = &token {
+                body.push_str(&format!("&NextToken={}", encode(t)));
+            }
+            let text = self.call(action, body).await?;
+            let parsed = parse(&text).map_err(|source| Ec2Error::MalformedReply {
+                action,
+                page,
+                source,
+            })?;
+            out.extend(parsed.items);
+            match parsed.next_token {
+                None => return Ok(out),
+                Some(t) => {
+                    if !seen.insert(t.clone()) {
+                        return Err(Ec2Error::PageLoop { token: t, page });
+                    }
+                    token = Some(t);
+                }
+            }
+        }
+        Err(Ec2Error::TooManyPages)
+    }
+
+    /// `action` with `DryRun=true`: `Ok` when EC2 answers `DryRunOperation` (allowed).
+    pub async fn dry_run_action(&self, action: &'static str) -> Result<(), Ec2Error> {
+        let body = format!("{}&DryRun=true", action_body(action, &[]));
+        match self.call(action, body).await {
+            Ok(_) => Ok(()),
+            Err(Ec2Error::Api { code, .. }) if code == "DryRunOperation" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `DescribeSubnets` with `DryRun=true`: `Ok` when EC2 answers `DryRunOperation` (allowed).
     pub async fn dry_run(&self, vpc_ids: &[String]) -> Result<(), Ec2Error> {
         let body = format!("{}&DryRun=true", base_body(vpc_ids));
-        match self.call(body).await {
+        match self.call("DescribeSubnets", body).await {
             Ok(_) => Ok(()),
             Err(Ec2Error::Api { code, .. }) if code == "DryRunOperation" => Ok(()),
             Err(e) => Err(e),
@@ -239,11 +317,11 @@ impl Ec2Client {
     }
 
     /// One signed POST with retries; the body of a 2xx answer.
-    async fn call(&self, body: String) -> Result<String, Ec2Error> {
+    async fn call(&self, action: &'static str, body: String) -> Result<String, Ec2Error> {
         let mut refreshed_credentials = false;
         let mut attempt = 0;
         loop {
-            let err = match self.attempt(&body).await {
+            let err = match self.attempt(action, &body).await {
                 Ok(text) => return Ok(text),
                 Err(Ec2Error::CredentialsExpired { .. }) if !refreshed_credentials => {
                     refreshed_credentials = true;
@@ -261,7 +339,7 @@ impl Ec2Client {
         }
     }
 
-    async fn attempt(&self, body: &str) -> Result<String, Ec2Error> {
+    async fn attempt(&self, action: &'static str, body: &str) -> Result<String, Ec2Error> {
         let creds = self.credentials.get().await?;
         let url = format!("{}/", self.endpoint);
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
@@ -300,9 +378,22 @@ impl Ec2Client {
         if (200..300).contains(&resp.status) {
             Ok(text)
         } else {
-            Err(classify(resp.status, &text))
+            Err(classify_for(action, resp.status, &text))
         }
     }
+}
+
+/// `Action=…&Version=…` and `Filter.N.Name` / `Filter.N.Value.M` for each filter with values.
+fn action_body(action: &str, filters: &[(&str, &[String])]) -> String {
+    let mut body = format!("Action={action}&Version={API_VERSION}");
+    let used = filters.iter().filter(|(_, values)| !values.is_empty());
+    for (n, (name, values)) in used.enumerate() {
+        body.push_str(&format!("&Filter.{}.Name={}", n + 1, encode(name)));
+        for (i, v) in values.iter().enumerate() {
+            body.push_str(&format!("&Filter.{}.Value.{}={}", n + 1, i + 1, encode(v)));
+        }
+    }
+    body
 }
 
 fn base_body(vpc_ids: &[String]) -> String {
@@ -372,6 +463,53 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("ec2:DescribeSubnets"), "{text}");
         assert!(text.contains(MINIMAL_POLICY), "{text}");
+        let e = classify_for(
+            "DescribeNatGateways",
+            400,
+            "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>no</Message></Error></Errors></Response>",
+        );
+        assert!(
+            e.to_string()
+                .starts_with("EC2 denied ec2:DescribeNatGateways (UnauthorizedOperation: no)"),
+            "{e}"
+        );
+        let e = classify_for("DescribeRouteTables", 429, "");
+        assert_eq!(
+            e.to_string(),
+            "EC2 is throttling DescribeRouteTables (HTTP 429); backing off"
+        );
+    }
+
+    #[test]
+    fn the_policy_allows_every_action_called() {
+        let v: serde_json::Value =
+            serde_json::from_str(MINIMAL_POLICY).unwrap_or_else(|e| panic!("{e}"));
+        let allowed: Vec<&str> = v["Statement"][0]["Action"]
+            .as_array()
+            .unwrap_or_else(|| panic!("actions"))
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let wanted: Vec<String> = ACTIONS.iter().map(|a| format!("ec2:{a}")).collect();
+        assert_eq!(allowed, wanted);
+    }
+
+    #[test]
+    fn action_bodies_carry_every_filter() {
+        let subnets = ["subnet-a".to_owned()];
+        let vpcs = ["vpc-1".to_owned(), "vpc-2".to_owned()];
+        assert_eq!(
+            action_body(
+                "DescribeRouteTables",
+                &[
+                    ("vpc-id", vpcs.as_slice()),
+                    ("unused", &[][..]),
+                    ("association.subnet-id", subnets.as_slice())
+                ]
+            ),
+            "Action=DescribeRouteTables&Version=2016-11-15&Filter.1.Name=vpc-id&Filter.1.Value.1=vpc-1&Filter.1.Value.2=vpc-2\
+             &Filter.2.Name=association.subnet-id&Filter.2.Value.1=subnet-a"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod http;
 pub mod imds;
 pub mod refresh;
 pub mod resolve;
+pub mod routing;
+pub mod routing_xml;
 pub mod xml;
 
 use std::time::Duration;
@@ -75,6 +77,8 @@ pub struct Discovery {
     pub imds: ImdsClient,
     pub ec2: Ec2Client,
     pub extra_vpc_ids: Vec<String>,
+    /// AWS's published ranges (`--aws-ip-ranges`), read once at startup.
+    pub ip_ranges: Option<crate::topology::ip_ranges::IpRanges>,
 }
 
 impl Discovery {
@@ -98,6 +102,7 @@ impl Discovery {
             imds,
             ec2,
             extra_vpc_ids: settings.extra_vpc_ids.clone(),
+            ip_ranges: None,
         }
     }
 
@@ -117,6 +122,34 @@ impl Discovery {
         let identity = self.imds.identity().await?;
         let subnets = self.ec2.describe_subnets(&self.vpc_ids(&identity)).await?;
         Ok((identity, subnets))
+    }
+
+    /// The host subnet's routing (route table, NAT gateways, endpoints, peerings) after a
+    /// successful [`Discovery::discover`].
+    pub async fn discover_routing(
+        &self,
+        identity: &InstanceIdentity,
+        subnets: &[AwsSubnet],
+    ) -> Result<crate::topology::Routing, AwsError> {
+        let replies = routing::describe_routing(&self.ec2, &identity.vpc_ids()).await?;
+        Ok(routing::routing_from(
+            identity,
+            subnets,
+            &replies,
+            self.ip_ranges.as_ref(),
+        ))
+    }
+
+    /// The routing known without EC2: AWS's ranges only.
+    pub fn ranges_only(&self, identity: &InstanceIdentity) -> crate::topology::Routing {
+        crate::topology::Routing {
+            public_ranges: self
+                .ip_ranges
+                .as_ref()
+                .map(|r| r.groups(&identity.region))
+                .unwrap_or_default(),
+            ..Default::default()
+        }
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Refresher {
     /// The last good topology, merged with the static file; and AWS's part of it alone.
     last: Topology,
     last_aws: Topology,
+    /// The last good routing: kept when only the routing calls fail.
+    last_routing: crate::topology::Routing,
     last_success: Option<Instant>,
     failures: u32,
     throttled: bool,
@@ -86,7 +88,8 @@ impl Refresher {
         interval: Duration,
         metrics: SharedSelfMetrics,
     ) -> Self {
-        let last_aws = topology_from(&identity, &[]);
+        let last_routing = discovery.ranges_only(&identity);
+        let last_aws = topology_from(&identity, &[]).with_routing(last_routing.clone());
         let last = merge_static(last_aws.clone(), static_file.as_ref());
         Self {
             discovery,
@@ -95,6 +98,7 @@ impl Refresher {
             interval,
             last,
             last_aws,
+            last_routing,
             last_success: None,
             failures: 0,
             throttled: false,
@@ -132,23 +136,59 @@ impl Refresher {
     }
 
     /// One pass within `deadline`: `Some(topology)` when it changed. Failures are counted and
-    /// logged here; the last good topology stays.
+    /// logged here; the last good topology stays. When only the routing calls fail, the
+    /// subnets are updated and the last good routing stays (counted and logged the same way).
     pub async fn refresh(&mut self, deadline: Duration) -> Option<Topology> {
+        let started = Instant::now();
+        let mut routing_failed = false;
         let result = match tokio::time::timeout(deadline, self.discovery.discover()).await {
             Ok(r) => r,
             Err(_) => Err(AwsError::Deadline(deadline)),
         };
-        match result {
+        let result = match result {
             Ok((identity, subnets)) => {
-                let aws = topology_from(&identity, &subnets);
+                let left = deadline.saturating_sub(started.elapsed());
+                let routing = match tokio::time::timeout(
+                    left,
+                    self.discovery.discover_routing(&identity, &subnets),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(AwsError::Deadline(deadline)),
+                };
+                let routing = match routing {
+                    Ok(r) => r,
+                    Err(e) => {
+                        routing_failed = true;
+                        self.failed(
+                            &e,
+                            "keeping the last good routes, NAT gateways, endpoints and peerings",
+                        );
+                        self.last_routing.clone()
+                    }
+                };
+                Ok((identity, subnets, routing))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((identity, subnets, routing)) => {
+                self.last_routing = routing.clone();
+                let aws = topology_from(&identity, &subnets).with_routing(routing);
                 let topology = merge_static(aws.clone(), self.static_file.as_ref());
                 self.last_aws = aws;
-                if self.failures > 0 {
-                    tracing::info!(failures = self.failures, "AWS topology refresh works again");
+                if !routing_failed {
+                    if self.failures > 0 {
+                        tracing::info!(
+                            failures = self.failures,
+                            "AWS topology refresh works again"
+                        );
+                    }
+                    self.failures = 0;
+                    self.throttled = false;
+                    self.log.reset();
                 }
-                self.failures = 0;
-                self.throttled = false;
-                self.log.reset();
                 self.last_success = Some(Instant::now());
                 self.identity = identity;
                 let unix = SystemTime::now()
@@ -173,10 +213,6 @@ impl Refresher {
                 Some(topology)
             }
             Err(e) => {
-                let kind = e.kind();
-                self.failures = self.failures.saturating_add(1);
-                self.throttled = e.is_throttling();
-                self.metrics.incr("topology_refresh_failures", kind);
                 let kept = match self.last_success {
                     Some(t) => format!(
                         "keeping the last good topology ({} prefixes, {}s old)",
@@ -188,13 +224,22 @@ impl Refresher {
                         self.last.subnets().len()
                     ),
                 };
-                if self.log.first(kind) {
-                    tracing::warn!(kind, "AWS topology refresh failed: {e}; {kept}");
-                } else {
-                    tracing::debug!(kind, "AWS topology refresh failed again: {e}; {kept}");
-                }
+                self.failed(&e, &kept);
                 None
             }
+        }
+    }
+
+    /// Counts and logs (once per kind until a success) a failed pass or routing pass.
+    fn failed(&mut self, e: &AwsError, kept: &str) {
+        let kind = e.kind();
+        self.failures = self.failures.saturating_add(1);
+        self.throttled = e.is_throttling();
+        self.metrics.incr("topology_refresh_failures", kind);
+        if self.log.first(kind) {
+            tracing::warn!(kind, "AWS topology refresh failed: {e}; {kept}");
+        } else {
+            tracing::debug!(kind, "AWS topology refresh failed again: {e}; {kept}");
         }
     }
 

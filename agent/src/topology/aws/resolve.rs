@@ -21,6 +21,8 @@ pub enum ResolveError {
     File(#[from] TopologyFileError),
     #[error(transparent)]
     HostInterfaces(#[from] HostInterfacesError),
+    #[error(transparent)]
+    IpRanges(#[from] crate::topology::ip_ranges::IpRangesError),
     #[error("--aws on, but this host is not on EC2: {0}; run on EC2 or pass --aws auto")]
     NotOnEc2(String),
     #[error("--aws on, but IMDS did not describe this instance: {0}")]
@@ -30,7 +32,7 @@ pub enum ResolveError {
 impl ResolveError {
     /// True when the user's configuration is at fault (exit 78).
     pub fn is_config_error(&self) -> bool {
-        matches!(self, Self::File(_))
+        matches!(self, Self::File(_) | Self::IpRanges(_))
     }
 }
 
@@ -58,6 +60,10 @@ pub async fn resolve(
         Some(p) => Some(static_file::load_file(p)?),
         None => None,
     };
+    let ip_ranges = match &settings.ip_ranges {
+        Some(p) => Some(crate::topology::ip_ranges::load(p)?),
+        None => None,
+    };
     let file_line = static_path.map(|p| {
         format!(
             "file      {} (wins over AWS for the same CIDR and the host's zone)",
@@ -71,6 +77,15 @@ pub async fn resolve(
                 host_interfaces::load()?,
                 "this host's interface subnets as its AZ".to_owned(),
             ),
+        };
+        // Without AWS, the ranges still tell AWS addresses apart by region.
+        let topology = match (&ip_ranges, topology.host().region.clone()) {
+            (Some(r), Some(region)) => {
+                let mut routing = topology.routing().clone();
+                routing.public_ranges = r.groups(&region);
+                topology.with_routing(routing)
+            }
+            _ => topology,
         };
         let mut sources = vec![format!("aws       not used: {why}")];
         sources.extend(file_line.clone());
@@ -123,9 +138,10 @@ pub async fn resolve(
         identity.zone_id,
         identity.vpc_ids().join(", "),
     );
-    let discovery = Discovery::new(imds, http, &identity, settings).await;
+    let mut discovery = Discovery::new(imds, http, &identity, settings).await;
+    discovery.ip_ranges = ip_ranges;
     let ec2_line = format!(
-        "aws       EC2 {} DescribeSubnets of {}",
+        "aws       EC2 {} DescribeSubnets, DescribeRouteTables, DescribeNatGateways, DescribeVpcEndpoints, DescribeVpcPeeringConnections of {}",
         discovery.ec2.endpoint(),
         discovery.vpc_ids(&identity).join(", ")
     );

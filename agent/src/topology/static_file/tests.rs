@@ -115,7 +115,9 @@ fn unknown_fields_anywhere_list_the_allowed_ones() {
     let (pos, msg) = only(&format!("title = \"x\"\n{HOST}"));
     assert_eq!(pos, at(1, 1, "title"));
     assert!(
-        msg.contains("allowed fields in the top level are host, subnet"),
+        msg.contains(
+            "allowed fields in the top level are host, subnet, route, nat_gateway, peering, endpoint"
+        ),
         "{msg}"
     );
 
