@@ -11,7 +11,7 @@ use crate::{
     config::{ConsoleMode, RunConfig},
     console,
     ebpf::{self, KernelMaps},
-    export::{http, otlp},
+    export::{http, otlp, readiness::Readiness},
     self_metrics::SelfMetrics,
     snapshot::{HostLabels, Snapshot},
     topology::{self, SlotAllocator, ZoneTable},
@@ -112,7 +112,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone())?;
     let (mut slots, mut zones) = (plan.slots, plan.zones);
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
+    // Installed before attaching: a SIGTERM that arrives once we say we are attached must take the
+    // orderly path (final drain, detach), not the default action.
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let attached = ebpf::attach(&mut ebpf, &plan.cgroup, pins.as_ref())?;
+    let attachment = ebpf::attachment::AttachmentCheck::new(&ebpf, &plan.cgroup)
+        .map_err(|e| RunError::Runtime(format!("reading the attached programs' ids: {e}")))?;
     release_startup_memory();
 
     let first = collector.drain();
@@ -128,7 +134,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         pinned = %pins.as_ref().map_or_else(|| "no".to_string(), |p| p.dir().display().to_string()),
         "azflow attached and counting"
     );
-    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), stop_rx.clone())));
+    let readiness = Readiness { drain_interval: cfg.drain_interval, attachment: Some(attachment) };
+    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), readiness, stop_rx.clone())));
     let show_console = match cfg.console {
         ConsoleMode::Always => true,
         ConsoleMode::Never => false,
@@ -143,8 +150,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let (topo_tx, mut topo_rx) = tokio::sync::mpsc::channel(1);
     let refresher_task = resolved.refresher.map(|r| r.spawn(topo_tx.clone(), stop_rx.clone()));
 
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let mut ticker = tokio::time::interval(cfg.drain_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,6 +1,7 @@
 //! Loading, attaching and talking to the kernel side.
 
 pub mod attach;
+pub mod attachment;
 pub mod load;
 pub mod maps;
 pub mod pin;

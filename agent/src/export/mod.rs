@@ -3,3 +3,4 @@
 pub mod http;
 pub mod otlp;
 pub mod prometheus;
+pub mod readiness;
