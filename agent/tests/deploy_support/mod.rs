@@ -127,15 +127,17 @@ pub fn agent_exports(source: &str, name: &str) -> bool {
     source.contains(&format!("\"{stem}\""))
 }
 
-/// `azflow_…` names and `up` in a PromQL expression.
+/// `azflow_…` names and `up` in a PromQL expression (not those inside recording rules' names).
 pub fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
     while let Some(pos) = expr[i..].find("azflow_") {
         let start = i + pos;
-        let boundary =
-            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        // A name inside a recording rule's name (`level:azflow_x:ops`) is not an agent metric.
+        let boundary = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric()
+                || matches!(bytes[start - 1], b'_' | b':'));
         let end = expr[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(expr.len(), |e| start + e);
@@ -203,4 +205,15 @@ pub fn substitute(expr: &str, vars: &BTreeMap<&str, String>) -> String {
             .replace(&format!("${name}"), &vars[*name]);
     }
     out
+}
+
+/// Recording rules' names (`level:metric:operations`) in a PromQL expression.
+pub fn recorded_names(expr: &str) -> Vec<String> {
+    // Label values ("n1:9464") are not names: drop every quoted string first.
+    let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+    unquoted
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.contains(':') && w.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .map(str::to_owned)
+        .collect()
 }
