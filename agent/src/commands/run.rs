@@ -121,7 +121,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         .map_err(|e| RunError::Runtime(format!("reading the attached programs' ids: {e}")))?;
     release_startup_memory();
 
-    let first = collector.drain();
+    let (mut collector, first) = on_blocking_thread(collector, Collector::drain).await?;
     let (snap_tx, snap_rx) = watch::channel(first);
     let (stop_tx, stop_rx) = watch::channel(false);
     let local = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -154,9 +154,19 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => { snap_tx.send_replace(collector.drain()); }
+            _ = ticker.tick() => {
+                let snap;
+                (collector, snap) = on_blocking_thread(collector, Collector::drain).await?;
+                snap_tx.send_replace(snap);
+            }
             Some(t) = topo_rx.recv() => {
-                if let Some(snap) = apply_topology(&t, &mut slots, &mut zones, plan.sizes.lpm_prefixes, &mut collector, &self_metrics) {
+                let (lpm_prefixes, metrics) = (plan.sizes.lpm_prefixes, self_metrics.clone());
+                let applied;
+                ((collector, slots, zones), applied) = on_blocking_thread((collector, slots, zones), move |(c, s, z)| {
+                    apply_topology(&t, s, z, lpm_prefixes, c, &metrics)
+                })
+                .await?;
+                if let Some(snap) = applied {
                     snap_tx.send_replace(snap);
                 }
             }
@@ -166,7 +176,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     }
 
     // Shutdown, in reverse start order, within a 5 s budget.
-    let last = collector.drain();
+    let (collector, last) = on_blocking_thread(collector, Collector::drain).await?;
     snap_tx.send_replace(last.clone());
     let _ = stop_tx.send(true);
     let budget = Duration::from_secs(3);
@@ -180,6 +190,21 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     drop(ebpf);
     tracing::info!(drains = last.drains, "azflow detached");
     Ok(())
+}
+
+/// Runs `f` on tokio's blocking pool, owning `state` meanwhile. A drain reads every map entry
+/// with system calls; on a runtime worker it would stall the HTTP server and the OTLP exporter,
+/// which share the runtime's two workers.
+async fn on_blocking_thread<S: Send + 'static, T: Send + 'static>(
+    mut state: S,
+    f: impl FnOnce(&mut S) -> T + Send + 'static,
+) -> Result<(S, T), RunError> {
+    tokio::task::spawn_blocking(move || {
+        let out = f(&mut state);
+        (state, out)
+    })
+    .await
+    .map_err(|e| RunError::Runtime(format!("the drain thread ended abnormally: {e}")))
 }
 
 async fn console_loop(snaps: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Receiver<bool>, cgroup: String) {

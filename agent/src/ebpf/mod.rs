@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod attachment;
+mod batch;
 pub mod load;
 pub mod maps;
 pub mod pin;
