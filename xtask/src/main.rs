@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod pyenv;
+mod test_run;
 mod toolchain;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
@@ -28,7 +30,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test (the eBPF ones need root; AZFLOW_REQUIRE_EBPF=1 makes a skip a failure).
+    /// Run every test and print how many ran (as root, or with AZFLOW_REQUIRE_EBPF=1, a skip is a
+    /// failure).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -50,7 +53,7 @@ fn main() -> Result<()> {
             let err = std::process::Command::new(&bin).arg("run").args(&args).exec();
             bail!("starting {}: {err}", bin.display())
         }
-        Task::Test { args } => test(&args),
+        Task::Test { args } => test_run::test(&args),
         Task::Bench(args) => {
             build()?;
             bench::bench(&args, &workspace_root().join("target/release/azflow"))
@@ -76,16 +79,6 @@ fn build() -> Result<()> {
     toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow", "-p", "azflow-tests", "--bins"]))
 }
 
-fn test(extra: &[String]) -> Result<()> {
-    toolchain::setup()?;
-    toolchain::run(
-        toolchain::cargo()
-            .current_dir(workspace_root())
-            .args(["test", "--no-fail-fast"]) // default-members: every crate but the eBPF one
-            .args(extra),
-    )
-}
-
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -13,7 +13,9 @@ use anyhow::{Context as _, Result, bail};
 pub const STABLE: &str = "1.99.1";
 /// The eBPF crate builds on this (kept in step with `agent/build.rs`).
 pub const NIGHTLY: &str = "nightly-2026-10-30";
-/// Debian packages the tests and the benchmark drive (binary, package).
+/// Debian packages the tests, the benchmark and CI drive (a binary or file that proves the
+/// package is there, the package). A missing one is installed as root; a skipped test is a
+/// failure in CI, so every tool a test looks for is here.
 pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -21,6 +23,21 @@ pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("sockperf", "sockperf"),
     ("bpftool", "bpftool"),
     ("ss", "iproute2"),
+    // promtool (rule tests) and the server (dashboard queries against a real Prometheus).
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    // The systemd unit's `systemd-analyze security` score.
+    ("systemd-analyze", "systemd"),
+    // NAT and workload beds: kube-proxy-shaped DNAT, conntrack events, a real containerd.
+    ("iptables", "iptables"),
+    ("nft", "nftables"),
+    ("conntrack", "conntrack"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    // Debian's Python, for the project-local venv of the PyPI tools (see `pyenv`).
+    ("/usr/bin/python3", "python3"),
 ];
 
 pub fn setup() -> Result<()> {
@@ -28,6 +45,7 @@ pub fn setup() -> Result<()> {
     ensure_toolchain(NIGHTLY, &["--component", "rust-src"])?;
     ensure_bpf_linker()?;
     ensure_system_tools()?;
+    crate::pyenv::ensure()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
@@ -117,21 +135,44 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn ensure_system_tools() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_TOOLS
+    let mut missing: Vec<&str> = SYSTEM_TOOLS
         .iter()
-        .filter(|(bin, _)| which(bin).is_none())
+        .filter(|(bin, _)| !tool_present(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
+    if !venv_module_works() {
+        missing.push("python3-venv");
+    }
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if !is_root() {
         bail!("missing tools; install them with: sudo apt-get install -y {}", missing.join(" "));
     }
     println!("xtask setup: installing Debian packages {}", missing.join(" "));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    // Another apt (unattended upgrades, a second setup) may hold the lock for a while: wait.
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=300", "update", "-q"]))?;
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A program on PATH, or an absolute path that exists.
+fn tool_present(what: &str) -> bool {
+    if what.starts_with('/') { Path::new(what).exists() } else { which(what).is_some() }
+}
+
+/// Debian's python3 can make a venv with pip only with python3-venv installed.
+fn venv_module_works() -> bool {
+    Command::new(crate::pyenv::SYSTEM_PYTHON)
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
 }
 
 unsafe extern "C" {

@@ -22,10 +22,10 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// `program` on PATH. Missing: with `AZFLOW_REQUIRE_EBPF=1` (as in CI, which installs the tools)
+/// `program` from the project's venv or PATH (`azflow_tests::find_tool`). Missing: with `AZFLOW_REQUIRE_EBPF=1` (as in CI, which installs the tools)
 /// the test fails, naming the package; otherwise it prints `SKIPPED` and returns None.
 pub fn tool(program: &str, package: &str) -> Option<PathBuf> {
-    if let Some(p) = find_in_path(program) {
+    if let Some(p) = azflow_tests::find_tool(program) {
         return Some(p);
     }
     skip_or_fail(&format!("`{program}` is not installed ({package})"));
@@ -63,12 +63,6 @@ fn skip_or_fail(reason: &str) {
         azflow_tests::REQUIRE_ENV
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Runs `cmd` in the repository root; panics with its output unless it exits 0.
