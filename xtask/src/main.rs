@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench | demo`.
+//! Developer tasks: `cargo xtask setup | build | run | test | fuzz | bench | demo`.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod pyenv;
 mod test_run;
 mod toolchain;
@@ -37,6 +38,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run each cargo-fuzz target for a fixed time (a crash fails).
+    Fuzz(fuzz::FuzzArgs),
     /// Measure the cost of counting against no agent and an empty program (root).
     Bench(bench::BenchArgs),
     /// Three-AZ test bed, traffic between its hosts, the agent's live table (root).
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
             bail!("starting {}: {err}", bin.display())
         }
         Task::Test { args } => test_run::test(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => {
             build()?;
             bench::bench(&args, &workspace_root().join("target/release/azflow"))

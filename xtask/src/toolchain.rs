@@ -46,6 +46,7 @@ pub fn setup() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_system_tools()?;
     crate::pyenv::ensure()?;
+    crate::fuzz::ensure_cargo_fuzz()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
@@ -80,7 +81,7 @@ fn cache_dir() -> PathBuf {
     base.join("azflow")
 }
 
-fn cargo_bin() -> PathBuf {
+pub fn cargo_bin() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -206,8 +207,13 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
 
 /// `cargo` on the pinned stable, free of the outer cargo's environment.
 pub fn cargo() -> Command {
+    cargo_on(STABLE)
+}
+
+/// `cargo` on `toolchain`, free of the outer cargo's environment.
+pub fn cargo_on(toolchain: &str) -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", STABLE, "cargo"]);
+    cmd.args(["run", toolchain, "cargo"]);
     for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }
