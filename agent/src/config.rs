@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "azflow", version, about = "Which TCP bytes cross Availability Zones, measured in the kernel")]
 pub struct Cli {
+    /// Log lines as human text or as one JSON object per line: "text" or "json".
+    #[arg(long, global = true, env = "AZFLOW_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }

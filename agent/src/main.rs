@@ -6,18 +6,16 @@ use azflow::{
     EXIT_CONFIG,
     commands::{self, run::RunError, topology::TopologyCmdError},
     config::{Cli, Command},
+    logging,
 };
 use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AZFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error,aws_runtime=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match logging::LogFormat::parse(&cli.log_format) {
+        Ok(format) => logging::init(format),
+        Err(e) => return config_error(&e.to_string()),
+    }
     match cli.command {
         Command::Topology(args) => match commands::topology::run(&args) {
             Ok(text) => {

@@ -34,6 +34,7 @@ pub mod protocol;
 mod skip;
 mod sweep;
 pub mod tool;
+mod tools;
 mod topology;
 mod traffic;
 
@@ -44,6 +45,7 @@ pub use host::{HOST_IFACE, Host};
 pub use skip::{Privileged, REQUIRE_ENV, check_environment, require_root_or_skip};
 pub use sweep::{SweepReport, sweep_stale_beds};
 pub use delay::{DELAYLINE_BIN_ENV, DelayLine, DelayStats, locate_delayline};
+pub use tools::{find_tool, pyenv_bin};
 pub use topology::zone_labels;
 pub use traffic::{BulkRun, RrRun, TRAFFIC_BIN_ENV, TrafficServer, UdpRun, locate_binary};
 

@@ -1,9 +1,12 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench | demo`.
+//! Developer tasks: `cargo xtask setup | build | run | test | fuzz | bench | demo`.
 
 mod bench;
 mod bench_load;
 mod bench_stats;
 mod demo;
+mod fuzz;
+mod pyenv;
+mod test_run;
 mod toolchain;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
@@ -30,12 +33,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test (the eBPF ones need root; AZFLOW_REQUIRE_EBPF=1 makes a skip a failure).
+    /// Run every test and print how many ran (as root, or with AZFLOW_REQUIRE_EBPF=1, a skip is a
+    /// failure).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run each cargo-fuzz target for a fixed time (a crash fails).
+    Fuzz(fuzz::FuzzArgs),
     /// Measure the cost of counting against no agent and an empty program (root).
     Bench(bench::BenchArgs),
     /// Three-AZ test bed, traffic between its hosts, the agent's live table (root).
@@ -52,7 +58,8 @@ fn main() -> Result<()> {
             let err = std::process::Command::new(&bin).arg("run").args(&args).exec();
             bail!("starting {}: {err}", bin.display())
         }
-        Task::Test { args } => test(&args),
+        Task::Test { args } => test_run::test(&args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => {
             build()?;
             bench::bench(&args, &workspace_root().join("target/release/azflow"))
@@ -78,16 +85,6 @@ fn build() -> Result<()> {
     toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow", "-p", "azflow-tests", "--bins"]))
 }
 
-fn test(extra: &[String]) -> Result<()> {
-    toolchain::setup()?;
-    toolchain::run(
-        toolchain::cargo()
-            .current_dir(workspace_root())
-            .args(["test", "--no-fail-fast"]) // default-members: every crate but the eBPF one
-            .args(extra),
-    )
-}
-
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -13,7 +13,9 @@ use anyhow::{Context as _, Result, bail};
 pub const STABLE: &str = "1.99.1";
 /// The eBPF crate builds on this (kept in step with `agent/build.rs`).
 pub const NIGHTLY: &str = "nightly-2026-10-30";
-/// Debian packages the tests and the benchmark drive (binary, package).
+/// Debian packages the tests, the benchmark and CI drive (a binary or file that proves the
+/// package is there, the package). A missing one is installed as root; a skipped test is a
+/// failure in CI, so every tool a test looks for is here.
 pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -21,12 +23,26 @@ pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("sockperf", "sockperf"),
     ("bpftool", "bpftool"),
     ("ss", "iproute2"),
-    // The workloads test: a private containerd running a busybox image; k8s-cri's build runs protoc.
+    // promtool (rule tests) and the server (dashboard queries against a real Prometheus).
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    // The systemd unit's `systemd-analyze security` score.
+    ("systemd-analyze", "systemd"),
+    // NAT and workload beds: kube-proxy-shaped DNAT, conntrack events, a real containerd.
+    ("iptables", "iptables"),
+    ("nft", "nftables"),
+    ("conntrack", "conntrack"),
     ("containerd", "containerd"),
-    ("ctr", "containerd"),
     ("runc", "runc"),
-    ("busybox", "busybox-static"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    // Debian's Python, for the project-local venv of the PyPI tools (see `pyenv`).
+    ("/usr/bin/python3", "python3"),
+    ("ctr", "containerd"),
+    // k8s-cri (the workloads test's CRI client) runs protoc in its build.
     ("protoc", "protobuf-compiler"),
+    // The bench's peer arm.
+    ("bpftrace", "bpftrace"),
 ];
 
 pub fn setup() -> Result<()> {
@@ -34,6 +50,8 @@ pub fn setup() -> Result<()> {
     ensure_toolchain(NIGHTLY, &["--component", "rust-src"])?;
     ensure_bpf_linker()?;
     ensure_system_tools()?;
+    crate::pyenv::ensure()?;
+    crate::fuzz::ensure_cargo_fuzz()?;
     println!("xtask setup: everything is in place");
     Ok(())
 }
@@ -68,7 +86,7 @@ fn cache_dir() -> PathBuf {
     base.join("azflow")
 }
 
-fn cargo_bin() -> PathBuf {
+pub fn cargo_bin() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -123,21 +141,44 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn ensure_system_tools() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_TOOLS
+    let mut missing: Vec<&str> = SYSTEM_TOOLS
         .iter()
-        .filter(|(bin, _)| which(bin).is_none())
+        .filter(|(bin, _)| !tool_present(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
+    if !venv_module_works() {
+        missing.push("python3-venv");
+    }
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if !is_root() {
         bail!("missing tools; install them with: sudo apt-get install -y {}", missing.join(" "));
     }
     println!("xtask setup: installing Debian packages {}", missing.join(" "));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    // Another apt (unattended upgrades, a second setup) may hold the lock for a while: wait.
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=300", "update", "-q"]))?;
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A program on PATH, or an absolute path that exists.
+fn tool_present(what: &str) -> bool {
+    if what.starts_with('/') { Path::new(what).exists() } else { which(what).is_some() }
+}
+
+/// Debian's python3 can make a venv with pip only with python3-venv installed.
+fn venv_module_works() -> bool {
+    Command::new(crate::pyenv::SYSTEM_PYTHON)
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
 }
 
 unsafe extern "C" {
@@ -171,8 +212,13 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
 
 /// `cargo` on the pinned stable, free of the outer cargo's environment.
 pub fn cargo() -> Command {
+    cargo_on(STABLE)
+}
+
+/// `cargo` on `toolchain`, free of the outer cargo's environment.
+pub fn cargo_on(toolchain: &str) -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", STABLE, "cargo"]);
+    cmd.args(["run", toolchain, "cargo"]);
     for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }

@@ -12,7 +12,7 @@ use crate::{
     pricing::{self, PriceBook, PriceTable},
     console,
     ebpf::{self, KernelMaps},
-    export::{http, otlp},
+    export::{http, otlp, readiness::Readiness},
     nat,
     self_metrics::SelfMetrics,
     snapshot::{HostLabels, Snapshot},
@@ -141,10 +141,16 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
     let (mut slots, mut zones, prices) = (plan.slots, plan.zones, plan.prices);
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
+    // Installed before attaching: a SIGTERM that arrives once we say we are attached must take the
+    // orderly path (final drain, detach), not the default action.
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
+        .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let attached = ebpf::attach(&mut ebpf, &plan.cgroup, pins.as_ref())?;
+    let attachment = ebpf::attachment::AttachmentCheck::new(&ebpf, &plan.cgroup)
+        .map_err(|e| RunError::Runtime(format!("reading the attached programs' ids: {e}")))?;
     release_startup_memory();
 
-    let first = collector.drain();
+    let (mut collector, first) = on_blocking_thread(collector, Collector::drain).await?;
     let (snap_tx, snap_rx) = watch::channel(first);
     let (stop_tx, stop_rx) = watch::channel(false);
     let local = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -157,7 +163,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         pinned = %pins.as_ref().map_or_else(|| "no".to_string(), |p| p.dir().display().to_string()),
         "azflow attached and counting"
     );
-    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), stop_rx.clone())));
+    let readiness = Readiness { drain_interval: cfg.drain_interval, attachment: Some(attachment) };
+    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), readiness, stop_rx.clone())));
     let show_console = match cfg.console {
         ConsoleMode::Always => true,
         ConsoleMode::Never => false,
@@ -172,15 +179,23 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let (topo_tx, mut topo_rx) = tokio::sync::mpsc::channel(1);
     let refresher_task = resolved.refresher.map(|r| r.spawn(topo_tx.clone(), stop_rx.clone()));
 
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| RunError::Runtime(format!("installing the SIGTERM handler: {e}")))?;
     let mut ticker = tokio::time::interval(cfg.drain_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => { snap_tx.send_replace(collector.drain()); }
+            _ = ticker.tick() => {
+                let snap;
+                (collector, snap) = on_blocking_thread(collector, Collector::drain).await?;
+                snap_tx.send_replace(snap);
+            }
             Some(t) = topo_rx.recv() => {
-                if let Some(snap) = apply_topology(&t, &mut slots, &mut zones, &prices, plan.sizes.lpm_prefixes, &mut collector, &self_metrics) {
+                let (lpm_prefixes, metrics, prices) = (plan.sizes.lpm_prefixes, self_metrics.clone(), prices.clone());
+                let applied;
+                ((collector, slots, zones), applied) = on_blocking_thread((collector, slots, zones), move |(c, s, z)| {
+                    apply_topology(&t, s, z, &prices, lpm_prefixes, c, &metrics)
+                })
+                .await?;
+                if let Some(snap) = applied {
                     snap_tx.send_replace(snap);
                 }
             }
@@ -190,7 +205,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     }
 
     // Shutdown, in reverse start order, within a 5 s budget.
-    let last = collector.drain();
+    let (collector, last) = on_blocking_thread(collector, Collector::drain).await?;
     snap_tx.send_replace(last.clone());
     let _ = stop_tx.send(true);
     let budget = Duration::from_secs(3);
@@ -208,6 +223,21 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     drop(ebpf);
     tracing::info!(drains = last.drains, "azflow detached");
     Ok(())
+}
+
+/// Runs `f` on tokio's blocking pool, owning `state` meanwhile. A drain reads every map entry
+/// with system calls; on a runtime worker it would stall the HTTP server and the OTLP exporter,
+/// which share the runtime's two workers.
+async fn on_blocking_thread<S: Send + 'static, T: Send + 'static>(
+    mut state: S,
+    f: impl FnOnce(&mut S) -> T + Send + 'static,
+) -> Result<(S, T), RunError> {
+    tokio::task::spawn_blocking(move || {
+        let out = f(&mut state);
+        (state, out)
+    })
+    .await
+    .map_err(|e| RunError::Runtime(format!("the drain thread ended abnormally: {e}")))
 }
 
 async fn console_loop(snaps: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Receiver<bool>, cgroup: String) {

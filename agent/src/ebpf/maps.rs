@@ -3,8 +3,9 @@
 
 use std::{
     collections::HashSet,
-    os::fd::AsFd as _,
     net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use agent_common::{
@@ -15,8 +16,11 @@ use agent_common::{
 };
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    Pod,
+    maps::{Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
+
+use super::batch;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum MapsError {
     Missing(&'static str),
     #[error("map {name}: {source}")]
     Map { name: &'static str, source: MapError },
+    #[error("map {name}: batch lookup: {source}")]
+    Batch { name: &'static str, source: std::io::Error },
 }
 
 fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -48,6 +54,8 @@ pub struct KernelMaps {
     nat_stats: PerCpuArray<MapData, u64>,
     /// Second handles on the NAT maps for the conntrack reader's thread (taken once).
     resolver_handles: Option<ResolverHandles>,
+    /// Set once the kernel refuses BPF_MAP_LOOKUP_BATCH; reads then go element by element.
+    no_batch: AtomicBool,
 }
 
 /// The NAT map and the pending map, as a second pair of handles for the conntrack reader.
@@ -129,6 +137,7 @@ impl KernelMaps {
             unmapped: take(ebpf, map_names::UNMAPPED)?,
             errors: take(ebpf, map_names::ERRORS)?,
             state: take(ebpf, map_names::STATE)?,
+            no_batch: AtomicBool::new(false),
         })
     }
 
@@ -215,16 +224,26 @@ impl KernelMaps {
         slots: impl IntoIterator<Item = u32>,
     ) -> Result<Vec<(u32, SlotCounters)>, MapsError> {
         let name = map_names::COUNTERS;
+        let sum = |a: Counter, b: Counter| Counter {
+            bytes: a.bytes.wrapping_add(b.bytes),
+            packets: a.packets.wrapping_add(b.packets),
+        };
+        let whole = self.whole(&self.counters, name, Counter::default(), sum)?;
         slots
             .into_iter()
             .map(|slot| {
                 let mut cells = [Counter::default(); 2];
                 for dir in Direction::ALL {
-                    let per_cpu = self.counters.get(&counter_index(slot, dir), 0).map_err(err(name))?;
-                    for c in per_cpu.iter() {
-                        cells[dir as usize].bytes = cells[dir as usize].bytes.wrapping_add(c.bytes);
-                        cells[dir as usize].packets =
-                            cells[dir as usize].packets.wrapping_add(c.packets);
+                    let index = counter_index(slot, dir);
+                    let cell = &mut cells[dir as usize];
+                    let mut add = |c: &Counter| {
+                        cell.bytes = cell.bytes.wrapping_add(c.bytes);
+                        cell.packets = cell.packets.wrapping_add(c.packets);
+                    };
+                    match whole.as_ref().map(|all| all.get(index as usize)) {
+                        Some(Some(c)) => add(c),
+                        // Not batched, or an index past the map (which the lookup reports).
+                        _ => self.counters.get(&index, 0).map_err(err(name))?.iter().for_each(add),
                     }
                 }
                 Ok((slot, cells))
@@ -232,9 +251,53 @@ impl KernelMaps {
             .collect()
     }
 
+    /// Every element of a per-CPU array summed over CPUs, in a few batch calls; `None` where the
+    /// kernel has no batch lookup (the caller then reads the cells it needs one by one).
+    fn whole<V: Pod>(
+        &self,
+        map: &PerCpuArray<MapData, V>,
+        name: &'static str,
+        zero: V,
+        add: impl Fn(V, V) -> V,
+    ) -> Result<Option<Vec<V>>, MapsError> {
+        if self.no_batch.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| MapsError::Batch { name, source })?.get() as usize;
+        let read = batch::sum_per_cpu_array(map.map().fd().as_fd(), map.len(), cpus, zero, add)
+            .map_err(|source| MapsError::Batch { name, source })?;
+        if read.is_none() {
+            tracing::info!("this kernel has no BPF_MAP_LOOKUP_BATCH; reading maps element by element");
+            self.no_batch.store(true, Ordering::Relaxed);
+        }
+        Ok(read)
+    }
+
     /// Latency histograms and TCP events of the given rows, summed over CPUs.
     pub fn read_latency(&self, rows: impl IntoIterator<Item = u32>) -> Result<Vec<(u32, RowLatency)>, MapsError> {
+        let rows: Vec<u32> = rows.into_iter().collect();
+        // Rows are few, but each has 2 × 177 cells: read each map whole when there is any row.
+        let (events, rtt, srtt, connect) = if rows.is_empty() {
+            (None, None, None, None)
+        } else {
+            (
+                self.whole(&self.events, map_names::TCP_EVENTS, 0, u64::wrapping_add)?,
+                self.whole(&self.rtt, map_names::RTT_HIST, 0, u64::wrapping_add)?,
+                self.whole(&self.srtt, map_names::SRTT_HIST, 0, u64::wrapping_add)?,
+                self.whole(&self.connect, map_names::CONNECT_HIST, 0, u64::wrapping_add)?,
+            )
+        };
+        let wholes = [
+            (map_names::TCP_EVENTS, &events),
+            (map_names::RTT_HIST, &rtt),
+            (map_names::SRTT_HIST, &srtt),
+            (map_names::CONNECT_HIST, &connect),
+        ];
         let sum_cell = |map: &PerCpuArray<MapData, u64>, name: &'static str, i: u32| -> Result<u64, MapsError> {
+            let batched = wholes.iter().find(|(n, _)| *n == name).and_then(|(_, w)| w.as_ref()?.get(i as usize));
+            if let Some(v) = batched {
+                return Ok(*v);
+            }
             Ok(map.get(&i, 0).map_err(err(name))?.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
         };
         let mut out = Vec::new();

@@ -1,6 +1,8 @@
 //! Loading, attaching and talking to the kernel side.
 
 pub mod attach;
+pub mod attachment;
+mod batch;
 pub mod load;
 pub mod maps;
 pub mod pin;

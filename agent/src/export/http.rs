@@ -9,7 +9,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use super::prometheus;
+use super::{prometheus, readiness::Readiness};
 use crate::snapshot::Snapshot;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -24,6 +24,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    readiness: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -43,14 +44,19 @@ pub async fn serve(
         // Over the limit the connection is closed at once rather than queued without bound.
         let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
         let snapshots = snapshots.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(DEADLINE, handle(stream, snapshots)).await;
+            let _ = tokio::time::timeout(DEADLINE, handle(stream, snapshots, readiness)).await;
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, snapshots: watch::Receiver<Arc<Snapshot>>) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -75,8 +81,12 @@ async fn handle(mut stream: TcpStream, snapshots: watch::Receiver<Arc<Snapshot>>
     match path {
         "/metrics" => respond(&mut stream, "200 OK", prometheus::CONTENT_TYPE, &prometheus::render(&snap)).await,
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
-        "/readyz" if snap.drains > 0 => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
-        "/readyz" => respond(&mut stream, "503 Service Unavailable", "text/plain", "no drain yet\n").await,
+        "/readyz" => match readiness.check(&snap, std::time::SystemTime::now()) {
+            Ok(()) => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
+            Err(why) => {
+                respond(&mut stream, "503 Service Unavailable", "text/plain", &format!("not ready: {why}\n")).await
+            }
+        },
         _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await,
     }
 }

@@ -4,3 +4,4 @@ pub mod http;
 pub mod nat_metrics;
 pub mod otlp;
 pub mod prometheus;
+pub mod readiness;

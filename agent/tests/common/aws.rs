@@ -440,13 +440,19 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("moto_server")
+        let moto_server = azflow_tests::find_tool("moto_server").unwrap_or_else(|| {
+            panic!(
+                "moto_server is not installed; `cargo xtask setup` puts it in {}",
+                azflow_tests::pyenv_bin().display()
+            )
+        });
+        let child = Command::new(moto_server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("starting moto_server ({e}); install it with: pip install 'moto[server]'")
+                panic!("starting moto_server ({e}); `cargo xtask setup` installs it")
             });
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let mut moto = Moto { child, addr };
@@ -479,7 +485,10 @@ impl Moto {
              aws_access_key_id='testing', aws_secret_access_key='testing')\n{script}",
             self.url()
         );
-        let out = Command::new("python3")
+        // The venv's python3 has boto3 (moto brings it); PATH's may not.
+        let python = azflow_tests::find_tool("python3")
+            .expect("python3 (cargo xtask setup makes a venv)");
+        let out = Command::new(python)
             .args(["-c", &program])
             .output()
             .expect("running python3");

@@ -22,10 +22,10 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// `program` on PATH. Missing: with `AZFLOW_REQUIRE_EBPF=1` (as in CI, which installs the tools)
+/// `program` from the project's venv or PATH (`azflow_tests::find_tool`). Missing: with `AZFLOW_REQUIRE_EBPF=1` (as in CI, which installs the tools)
 /// the test fails, naming the package; otherwise it prints `SKIPPED` and returns None.
 pub fn tool(program: &str, package: &str) -> Option<PathBuf> {
-    if let Some(p) = find_in_path(program) {
+    if let Some(p) = azflow_tests::find_tool(program) {
         return Some(p);
     }
     skip_or_fail(&format!("`{program}` is not installed ({package})"));
@@ -63,12 +63,6 @@ fn skip_or_fail(reason: &str) {
         azflow_tests::REQUIRE_ENV
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Runs `cmd` in the repository root; panics with its output unless it exits 0.
@@ -127,15 +121,17 @@ pub fn agent_exports(source: &str, name: &str) -> bool {
     source.contains(&format!("\"{stem}\""))
 }
 
-/// `azflow_…` names and `up` in a PromQL expression.
+/// `azflow_…` names and `up` in a PromQL expression (not those inside recording rules' names).
 pub fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
     while let Some(pos) = expr[i..].find("azflow_") {
         let start = i + pos;
-        let boundary =
-            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        // A name inside a recording rule's name (`level:azflow_x:ops`) is not an agent metric.
+        let boundary = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric()
+                || matches!(bytes[start - 1], b'_' | b':'));
         let end = expr[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(expr.len(), |e| start + e);
@@ -203,4 +199,15 @@ pub fn substitute(expr: &str, vars: &BTreeMap<&str, String>) -> String {
             .replace(&format!("${name}"), &vars[*name]);
     }
     out
+}
+
+/// Recording rules' names (`level:metric:operations`) in a PromQL expression.
+pub fn recorded_names(expr: &str) -> Vec<String> {
+    // Label values ("n1:9464") are not names: drop every quoted string first.
+    let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+    unquoted
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.contains(':') && w.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .map(str::to_owned)
+        .collect()
 }
