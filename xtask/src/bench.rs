@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Where the JSON and markdown reports go.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Another azflow binary (e.g. the previous release) measured as one more arm with the 1k
+    /// topology, for before/after figures from the same run.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,10 +50,12 @@ enum Arm {
     AzflowAll,
     /// bpftrace counting TCP bytes per destination /24 from a tracepoint.
     PeerBpftrace,
+    /// `--compare`'s binary with the 1k topology.
+    Compare1k,
 }
 
 impl Arm {
-    const ALL: [Arm; 6] = [Arm::NoAgent, Arm::EmptyProgram, Arm::Azflow1k, Arm::Azflow100k, Arm::AzflowAll, Arm::PeerBpftrace];
+    const ALL: [Arm; 7] = [Arm::NoAgent, Arm::EmptyProgram, Arm::Azflow1k, Arm::Azflow100k, Arm::AzflowAll, Arm::PeerBpftrace, Arm::Compare1k];
     fn name(self) -> &'static str {
         match self {
             Arm::NoAgent => "no_agent",
@@ -58,11 +64,12 @@ impl Arm {
             Arm::Azflow100k => "azflow_100k_prefixes",
             Arm::AzflowAll => "azflow_all_features",
             Arm::PeerBpftrace => "peer_bpftrace",
+            Arm::Compare1k => "compare_1k_prefixes",
         }
     }
     fn prefixes(self) -> Option<u32> {
         match self {
-            Arm::Azflow1k | Arm::AzflowAll => Some(1_000),
+            Arm::Azflow1k | Arm::AzflowAll | Arm::Compare1k => Some(1_000),
             Arm::Azflow100k => Some(100_000),
             _ => None,
         }
@@ -174,12 +181,14 @@ pub fn bench(args: &BenchArgs, agent: &Path) -> Result<()> {
     run(Command::new("sysctl").args(["-q", "-w", "kernel.bpf_stats_enabled=1"]))?;
     let mut samples: BTreeMap<Arm, Vec<Sample>> = BTreeMap::new();
     let result = (|| -> Result<()> {
+        let arms: Vec<Arm> = Arm::ALL.into_iter().filter(|a| *a != Arm::Compare1k || args.compare.is_some()).collect();
         for rep in 0..args.reps {
             // Rotate the order so no arm always runs first (caches, frequency ramps).
-            for i in 0..Arm::ALL.len() {
-                let arm = Arm::ALL[(i + rep) % Arm::ALL.len()];
+            for i in 0..arms.len() {
+                let arm = arms[(i + rep) % arms.len()];
                 println!("bench: rep {}/{} arm {}", rep + 1, args.reps, arm.name());
-                let s = measure_arm(&stage, arm, agent, topologies.get(&arm), args.seconds)?;
+                let binary = if arm == Arm::Compare1k { args.compare.as_deref().unwrap_or(agent) } else { agent };
+                let s = measure_arm(&stage, arm, binary, topologies.get(&arm), args.seconds)?;
                 samples.entry(arm).or_default().push(s);
             }
         }
@@ -197,7 +206,7 @@ fn measure_arm(stage: &Stage, arm: Arm, agent: &Path, topology: Option<&PathBuf>
         Arm::NoAgent => None,
         Arm::EmptyProgram => Some(start_agent(agent, &["bench-baseline", "--cgroup", &cgroup], "baseline program attached")?),
         Arm::PeerBpftrace => Some(crate::bench_load::start_bpftrace()?),
-        Arm::Azflow1k | Arm::Azflow100k | Arm::AzflowAll => {
+        Arm::Azflow1k | Arm::Azflow100k | Arm::AzflowAll | Arm::Compare1k => {
             let topo = topology.context("topology")?.display().to_string();
             // --aws off: the bench runs on a test machine, never probing the link-local IMDS address.
             let mut argv = vec!["run", "--cgroup", &cgroup, "--topology", &topo, "--max-subnets", "110000", "--prometheus", "off", "--console", "never", "--aws", "off"];
@@ -392,7 +401,7 @@ fn report(samples: &BTreeMap<Arm, Vec<Sample>>, args: &BenchArgs) -> Result<()> 
     let mut md = String::from("| arm | ns/packet (BPF program) | ns/sock_ops callback | request/response ratio | per-packet stress ratio (CPU/packet) | stress CPU ns/packet | bulk ratio | RSS MiB | agent CPU % |\n|---|---|---|---|---|---|---|---|---|\n");
     let cell = |s: Option<Summary>, p: usize| s.map_or("–".to_string(), |s| s.cell(p));
     let js = |s: Option<Summary>| s.map_or(Value::Null, |s| s.json());
-    for arm in Arm::ALL {
+    for arm in Arm::ALL.into_iter().filter(|a| samples.contains_key(a)) {
         let ns = sum(arm, &|s| s.ns_per_run);
         let sockops = sum(arm, &|s| s.sockops_ns);
         let rr = ratio(arm, &|s| s.rr_msgs_per_s, false);
