@@ -13,6 +13,13 @@ use common::{Agent, Metrics, rel_err, write_topology, zone_labels};
 const TOLERANCE: f64 = 0.10;
 const BASE_PROBE_US: f64 = 100.0;
 
+
+/// A run whose delay line delivered packets later than this on average did not inject the delay
+/// the test expects (the machine was busy: steal time, other work); it is measured again rather
+/// than judged. A run that was on time is judged, and fails on any mismatch.
+const LATE_LIMIT_US: f64 = 40.0;
+const ATTEMPTS: u32 = 3;
+
 /// `histogram_quantile` over the exported buckets of one destination (microseconds).
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
@@ -43,7 +50,18 @@ fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
 
 #[test]
 fn ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() {
-    let Some(bed) = TestBed::new_or_skip() else { return };
+    for attempt in 1..=ATTEMPTS {
+        if attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay().is_some() {
+            return;
+        }
+        println!("attempt {attempt} of {ATTEMPTS} was not a valid measurement; measuring again");
+    }
+    panic!("the delay line ran late in all {ATTEMPTS} attempts: this machine is too busy to measure latency");
+}
+
+/// One measurement; `None` when the delay line did not inject what the test expects.
+fn attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() -> Option<()> {
+    let Some(bed) = TestBed::new_or_skip() else { return Some(()) };
     let dir = std::env::temp_dir().join(format!("azflow-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let topo = write_topology(&bed, &dir);
@@ -67,6 +85,10 @@ fn ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() {
     let m = agent.settled();
     let stats = delay.stop().expect("delay line stats");
     println!("delay line: {stats:?}");
+    if stats.late_mean_us > LATE_LIMIT_US {
+        println!("the delay line ran {:.1} µs late on average (limit {LATE_LIMIT_US}): not a valid measurement", stats.late_mean_us);
+        return None;
+    }
 
     let row = |dst: &str| -> &str {
         match bed.host(dst).zone() {
@@ -101,4 +123,5 @@ fn ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() {
     assert!(m.value("azflow_tcp_rtt_samples_total", &[]) > 8_000.0);
     let (status, _) = agent.stop();
     assert!(status.success());
+    Some(())
 }

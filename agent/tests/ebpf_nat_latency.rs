@@ -13,6 +13,13 @@ use nat_support::{Shape, install, settled, start_backends, tempdir, vip_addr, wa
 
 const BASE_PROBE_US: f64 = 100.0;
 
+
+/// A run whose delay line delivered packets later than this on average did not inject the delay
+/// the test expects (the machine was busy: steal time, other work); it is measured again rather
+/// than judged. A run that was on time is judged, and fails on any mismatch.
+const LATE_LIMIT_US: f64 = 40.0;
+const ATTEMPTS: u32 = 3;
+
 /// `histogram_quantile` over the exported buckets of one destination (microseconds).
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
@@ -43,7 +50,18 @@ fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
 
 #[test]
 fn ebpf_service_vip_latency_lands_in_the_backends_zones() {
-    let Some(mut bed) = TestBed::new_or_skip() else { return };
+    for attempt in 1..=ATTEMPTS {
+        if attempt_ebpf_service_vip_latency_lands_in_the_backends_zones().is_some() {
+            return;
+        }
+        println!("attempt {attempt} of {ATTEMPTS} was not a valid measurement; measuring again");
+    }
+    panic!("the delay line ran late in all {ATTEMPTS} attempts: this machine is too busy to measure latency");
+}
+
+/// One measurement; `None` when the delay line did not inject what the test expects.
+fn attempt_ebpf_service_vip_latency_lands_in_the_backends_zones() -> Option<()> {
+    let Some(mut bed) = TestBed::new_or_skip() else { return Some(()) };
     let pod = bed.add_pod("a1", "pod").expect("adding a pod");
     let dir = tempdir();
     let topo = write_topology(&bed, &dir);
@@ -72,6 +90,10 @@ fn ebpf_service_vip_latency_lands_in_the_backends_zones() {
     let m = settled(&agent);
     let stats = delay.stop().expect("delay line stats");
     println!("delay line: {stats:?}");
+    if stats.late_mean_us > LATE_LIMIT_US {
+        println!("the delay line ran {:.1} µs late on average (limit {LATE_LIMIT_US}): not a valid measurement", stats.late_mean_us);
+        return None;
+    }
     let base = quantile_us(&m, "azflow_tcp_rtt_seconds", "unknown", 0.5).expect("base RTT samples") - 2.0 * BASE_PROBE_US;
     let base_connect = quantile_us(&m, "azflow_tcp_connect_duration_seconds", "unknown", 0.5).expect("base connects") - 2.0 * BASE_PROBE_US;
     for stray in ["cross_vpc", "internet", zone_labels(Zone::A).1] {
@@ -94,4 +116,5 @@ fn ebpf_service_vip_latency_lands_in_the_backends_zones() {
     println!("RTT/retransmit callbacks dropped while a socket waited for its mapping: {}", m.value("azflow_nat_callbacks_while_pending_total", &[]));
     let (status, _) = agent.stop();
     assert!(status.success());
+    Some(())
 }

@@ -12,6 +12,13 @@ use common::{Agent, Metrics, rel_err, write_topology, zone_labels};
 
 const BASE_PROBE_US: f64 = 100.0;
 
+
+/// A run whose delay line delivered packets later than this on average did not inject the delay
+/// the test expects (the machine was busy: steal time, other work); it is measured again rather
+/// than judged. A run that was on time is judged, and fails on any mismatch.
+const LATE_LIMIT_US: f64 = 40.0;
+const ATTEMPTS: u32 = 3;
+
 /// `histogram_quantile` over the exported buckets of one destination (microseconds).
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
@@ -42,7 +49,18 @@ fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
 
 #[test]
 fn ebpf_connections_opened_before_the_agent_get_rtt() {
-    let Some(bed) = TestBed::new_or_skip() else { return };
+    for attempt in 1..=ATTEMPTS {
+        if attempt_ebpf_connections_opened_before_the_agent_get_rtt().is_some() {
+            return;
+        }
+        println!("attempt {attempt} of {ATTEMPTS} was not a valid measurement; measuring again");
+    }
+    panic!("the delay line ran late in all {ATTEMPTS} attempts: this machine is too busy to measure latency");
+}
+
+/// One measurement; `None` when the delay line did not inject what the test expects.
+fn attempt_ebpf_connections_opened_before_the_agent_get_rtt() -> Option<()> {
+    let Some(bed) = TestBed::new_or_skip() else { return Some(()) };
     let dir = std::env::temp_dir().join(format!("azflow-prertt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let topo = write_topology(&bed, &dir);
@@ -83,6 +101,10 @@ fn ebpf_connections_opened_before_the_agent_get_rtt() {
     let m = agent.settled();
     let stats = delay.stop().expect("delay line stats");
     println!("delay line: {stats:?}");
+    if stats.late_mean_us > LATE_LIMIT_US {
+        println!("the delay line ran {:.1} µs late on average (limit {LATE_LIMIT_US}): not a valid measurement", stats.late_mean_us);
+        return None;
+    }
     let base = quantile_us(&m, "azflow_tcp_rtt_seconds", "unknown", 0.5).expect("base samples") - 2.0 * BASE_PROBE_US;
     for (dst, added) in [("b1", 1500.0), ("c1", 500.0)] {
         let id = zone_labels(bed.host(dst).zone()).1;
@@ -98,6 +120,7 @@ fn ebpf_connections_opened_before_the_agent_get_rtt() {
     }
     let (status, _) = agent.stop();
     assert!(status.success());
+    Some(())
 }
 
 /// Hosts mount a BPF filesystem at /sys/fs/bpf at boot (systemd does); this machine may not.

@@ -390,9 +390,11 @@ impl crate::nat::PendingMaps for KernelMaps {
         }
     }
 
-    fn forget(&mut self, key: &NatKey) {
+    fn forget(&mut self, key: &NatKey, settled: bool) {
         let _ = self.nat_pending.remove(key);
-        let _ = self.nat.remove(key);
+        if settled {
+            let _ = self.nat.remove(key);
+        }
     }
 
     fn slot_of(&self, family: u8, addr: [u8; 16]) -> Option<u32> {

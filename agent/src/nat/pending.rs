@@ -19,8 +19,10 @@ pub trait PendingMaps {
     fn nat(&self, key: &NatKey) -> Option<NatTarget>;
     /// Tells the kernel to count this connection under its pre-NAT destination from now on.
     fn give_up(&mut self, key: &NatKey);
-    /// Drops the pending entry and its mapping.
-    fn forget(&mut self, key: &NatKey);
+    /// Drops the pending entry, and its mapping when `settled` (the socket resolved in its own
+    /// cache and needs the mapping no more). A socket that sent nothing since its mapping came
+    /// still needs it for its next packet.
+    fn forget(&mut self, key: &NatKey, settled: bool);
     /// The counter slot of an address (the kernel's own longest-prefix match).
     fn slot_of(&self, family: u8, addr: [u8; 16]) -> Option<u32>;
 }
@@ -115,7 +117,7 @@ impl PendingSweep {
             t.quiet = if grew { 0 } else { t.quiet + 1 };
             // Settled and quiet for a whole drain: no packet can still be on its way into it.
             if t.quiet >= 1 && (value.done != 0 || t.quiet >= 2) {
-                maps.forget(&key);
+                maps.forget(&key, value.done != 0);
                 self.tracked.remove(&key);
             }
         }
@@ -146,9 +148,11 @@ mod tests {
             self.given_up.push(*key);
             self.nat.insert(*key, NatTarget { state: target::UNRESOLVED, ..NatTarget::default() });
         }
-        fn forget(&mut self, key: &NatKey) {
+        fn forget(&mut self, key: &NatKey, settled: bool) {
             self.pending.remove(key);
-            self.nat.remove(key);
+            if settled {
+                self.nat.remove(key);
+            }
         }
         fn slot_of(&self, _family: u8, addr: [u8; 16]) -> Option<u32> {
             Some(u32::from(addr[2]) * 100)
@@ -207,6 +211,24 @@ mod tests {
         sweep.sweep(&mut maps, 9_000, &mut credits);
         assert!(maps.pending.is_empty());
         assert_eq!(total(&credits, 3), 600);
+    }
+
+    #[test]
+    fn a_quiet_socket_that_never_saw_its_mapping_keeps_it() {
+        let mut maps = Fake::default();
+        let mut sweep = PendingSweep::new(std::time::Duration::from_secs(10));
+        let mut credits = Vec::new();
+        let resolved = NatTarget { remote: [10, 0, 2, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], family: 4, state: target::RESOLVED, _pad: [0; 2] };
+        maps.nat.insert(key(4), resolved);
+        maps.pending.insert(key(4), held(700, 70));
+        for now in [2_000, 3_000, 4_000] {
+            sweep.sweep(&mut maps, now, &mut credits);
+        }
+        // Credited once and dropped from the pending map, but the socket (idle, still pending in
+        // the kernel) must find its mapping on its next packet.
+        assert!(maps.pending.is_empty());
+        assert_eq!(maps.nat.get(&key(4)), Some(&resolved));
+        assert_eq!(total(&credits, 200), 770);
     }
 
     #[test]
