@@ -87,10 +87,14 @@ fn every_panel_has_a_unit_the_datasource_variable_and_queries() {
             );
         }
         if unit == "currencyUSD" {
+            // Dollars are either the agent's own (its price table, every billing path) or the
+            // simple override: bytes ÷ 2^30 × $price_per_gb.
             for q in &qs {
+                let agent_priced = q.expr.contains("azflow_cost_usd_total") && !q.expr.contains("$price_per_gb");
+                let overridden = q.expr.contains("$price_per_gb") && q.expr.contains("/ 2^30");
                 assert!(
-                    q.expr.contains("$price_per_gb") && q.expr.contains("/ 2^30"),
-                    "{title}: dollars are bytes ÷ 2^30 × $price_per_gb: {}",
+                    agent_priced || overridden,
+                    "{title}: dollars are azflow_cost_usd_total, or bytes ÷ 2^30 × $price_per_gb: {}",
                     q.expr
                 );
             }
