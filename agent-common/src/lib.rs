@@ -7,10 +7,11 @@
 
 pub mod hist;
 pub mod nat;
+pub mod workload;
 
 /// Bumped whenever a map layout or meaning changes; pinned maps carry it in their path so a new
 /// agent never misreads an old layout.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Map names, shared so user space never spells one differently from the kernel.
 pub mod map_names {
@@ -28,11 +29,15 @@ pub mod map_names {
     pub const NAT_PENDING: &str = "AZF_NAT_PENDING";
     pub const NAT_STATS: &str = "AZF_NAT_STATS";
     pub const SRTT_HIST: &str = "AZF_SRTT_HIST";
+    pub const WORKLOAD_IDX: &str = "AZF_WORKLOAD_IDX";
+    pub const WL_COUNTERS: &str = "AZF_WL_COUNTERS";
+    pub const WL_UNKNOWN: &str = "AZF_WL_UNKNOWN";
+    pub const WL_STATS: &str = "AZF_WL_STATS";
 
     /// Every map, for pinning.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 18] = [
         SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
-        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST,
+        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST, WORKLOAD_IDX, WL_COUNTERS, WL_UNKNOWN, WL_STATS,
     ];
 }
 
@@ -58,6 +63,12 @@ pub mod default_sizes {
     pub const NAT_ENTRIES: u32 = 65536;
     /// Connections whose bytes are held until their real remote end is known.
     pub const NAT_PENDING: u32 = 16384;
+    /// Workload indices with counters: host, other and 200 workloads.
+    pub const WORKLOAD_INDICES: u32 = 202;
+    /// Live cgroups the kernel can map to a workload index (every cgroup on the host needs one).
+    pub const WORKLOAD_CGROUPS: u32 = 16384;
+    /// Distinct cgroup ids without an index remembered for user space to name (an LRU).
+    pub const WORKLOAD_UNKNOWN: u32 = 4096;
 }
 
 /// Traffic class of a destination, as seen from this host.
@@ -226,10 +237,10 @@ pub struct UnmappedValue {
 /// Socket-local state: the cached classification (so the LPM lookup runs once per socket and
 /// topology generation, not once per packet), how NAT was resolved, and the sock_ops timestamps.
 ///
-/// Layout (64 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `nat: u8 @12`,
+/// Layout (72 bytes): `generation: u32 @0`, `info: SubnetInfo @4`, `nat: u8 @12`,
 /// `nat_family: u8 @13`, `ops_callbacks: u8 @14`, `_pad: u8 @15`, `connect_start_ns: u64 @16`,
 /// `rtt_sampled_ns: u64 @24`, `held_connect_us: u64 @32`, `nat_remote: [u8; 16] @40`,
-/// `retrans_seen: u32 @56`, `_pad2: u32 @60`.
+/// `retrans_seen: u32 @56`, `_pad2: u32 @60`, `workload: u32 @64`, `workload_generation: u32 @68`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
@@ -258,20 +269,30 @@ pub struct SockState {
     /// `tcp_sock.total_retrans` when the byte path last read it (sockets without callbacks).
     pub retrans_seen: u32,
     pub _pad2: u32,
+    /// Workload index of the socket's cgroup (see [`workload`]).
+    pub workload: u32,
+    /// [`State::workload_generation`] when `workload` was resolved; 0: not yet.
+    pub workload_generation: u32,
 }
 
 /// Index 0 of the single-entry state array user space writes.
 ///
-/// Layout (16 bytes): `generation: u32 @0`, `_pad: u32 @4`, `rtt_interval_ns: u64 @8`.
+/// Layout (24 bytes): `generation: u32 @0`, `workload_generation: u32 @4`,
+/// `rtt_interval_ns: u64 @8`, `workload_capacity: u32 @16`, `_pad: u32 @20`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Bumped (never 0) after every change to the LPM tries; sockets whose cache is older
     /// classify again.
     pub generation: u32,
-    pub _pad: u32,
+    /// Bumped (never 0) after user space writes new cgroup id → workload index pairs; sockets
+    /// resolved under an older one resolve again.
+    pub workload_generation: u32,
     /// At most one RTT sample per socket per this many nanoseconds (0: every sample).
     pub rtt_interval_ns: u64,
+    /// Workload indices with counter cells; an index at or beyond it counts as `other`.
+    pub workload_capacity: u32,
+    pub _pad: u32,
 }
 
 /// Kernel-side failures, counted per CPU instead of logged (indexes into [`map_names::ERRORS`]).
@@ -290,17 +311,20 @@ pub enum KernelError {
     SockStorage = 4,
     /// A new unmapped prefix entered the LRU (not an error: inserted − present = evicted).
     UnmappedNew = 5,
+    /// A workload counter cell outside the array (the bytes are in the host totals still).
+    WorkloadIndex = 6,
 }
 
 impl KernelError {
-    pub const COUNT: u32 = 6;
-    pub const ALL: [Self; 6] = [
+    pub const COUNT: u32 = 7;
+    pub const ALL: [Self; 7] = [
         Self::HeaderLoad,
         Self::CounterIndex,
         Self::UnmappedInsert,
         Self::TcpHeaderLoad,
         Self::SockStorage,
         Self::UnmappedNew,
+        Self::WorkloadIndex,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -311,6 +335,7 @@ impl KernelError {
             Self::TcpHeaderLoad => "tcp_header_load",
             Self::SockStorage => "sock_storage",
             Self::UnmappedNew => "unmapped_new",
+            Self::WorkloadIndex => "workload_index",
         }
     }
 }
@@ -340,10 +365,10 @@ mod pod {
     unsafe impl aya::Pod for UnmappedKey {}
     // SAFETY: repr(C), u64 arrays only, no padding.
     unsafe impl aya::Pod for UnmappedValue {}
-    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + four u8 + three u64 + [u8; 16] + two u32: no
-    // implicit padding (64 bytes).
+    // SAFETY: repr(C), u32 + 8-byte SubnetInfo + four u8 + three u64 + [u8; 16] + four u32: no
+    // implicit padding (72 bytes).
     unsafe impl aya::Pod for SockState {}
-    // SAFETY: repr(C), two u32 then a u64, no implicit padding.
+    // SAFETY: repr(C), two u32, a u64, two u32: no implicit padding (24 bytes).
     unsafe impl aya::Pod for State {}
 }
 
@@ -360,8 +385,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnmappedKey>(), 20);
         assert_eq!(size_of::<UnmappedValue>(), 32);
-        assert_eq!(size_of::<SockState>(), 64);
-        assert_eq!(size_of::<State>(), 16);
+        assert_eq!(size_of::<SockState>(), 72);
+        assert_eq!(size_of::<State>(), 24);
     }
 
     #[test]

@@ -92,15 +92,17 @@ pub struct NatTarget {
 /// Shared by all CPUs (atomic adds), so user space reads one value per connection.
 ///
 /// Layout (48 bytes): `bytes: [u64; 2] @0`, `packets: [u64; 2] @16` (indexed by [`Direction`]),
-/// `pre_slot: u32 @32` (the pre-NAT destination's counter slot), `done: u32 @36` (the socket
-/// resolved and stopped adding), `first_ns: u64 @40` (`bpf_ktime_get_ns` of the first packet).
+/// `pre_slot: u32 @32` (the pre-NAT destination's counter slot), `done: u16 @36` (the socket
+/// resolved and stopped adding), `workload: u16 @38` (the socket's workload index, so held bytes
+/// are credited to the workload too), `first_ns: u64 @40` (`bpf_ktime_get_ns` of the first packet).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingValue {
     pub bytes: [u64; 2],
     pub packets: [u64; 2],
     pub pre_slot: u32,
-    pub done: u32,
+    pub done: u16,
+    pub workload: u16,
     pub first_ns: u64,
 }
 
@@ -183,7 +185,7 @@ mod pod {
     unsafe impl aya::Pod for NatKey {}
     // SAFETY: repr(C); [u8; 16] + two u8 + explicit [u8; 2]: 20 bytes, no implicit padding.
     unsafe impl aya::Pod for NatTarget {}
-    // SAFETY: repr(C); four u64 arrays' worth, two u32, one u64: 48 bytes, no implicit padding.
+    // SAFETY: repr(C); four u64 arrays' worth, a u32, two u16, one u64: 48 bytes, no implicit padding.
     unsafe impl aya::Pod for PendingValue {}
 }
 

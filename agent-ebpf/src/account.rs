@@ -1,12 +1,15 @@
-//! Per-packet accounting. The hot path is one socket-cache read, one comparison and two atomic
-//! adds; sockets seen for the first time, after a topology change, or waiting for their NAT
-//! mapping take the slow path (`slow_socket`).
+//! Per-packet accounting. The hot path is one socket-cache read, two comparisons and four atomic
+//! adds (the host's slot counter, then the socket's workload counter); sockets seen for the first
+//! time, after a topology change, or waiting for their NAT mapping take the slow path
+//! (`slow_socket`), and sockets whose workload generation is stale resolve their cgroup again
+//! (`workload::of_socket`).
 
 use agent_common::{
     Direction, KernelError, SUBNET_FLAG_NAT_CANDIDATE, SUBNET_FLAG_UNMAPPED, SockState, SubnetInfo,
-    UnmappedValue, counter_index,
+    UnmappedValue, counter_index, hist,
     nat::{self as natabi, NatStat, Refresh, state},
     wire_bytes, wire_packets,
+    workload as wlabi,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -17,19 +20,21 @@ use aya_ebpf::{
 
 use crate::{
     classify::{self, IPPROTO_TCP, IpInfo},
-    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_UNMAPPED},
-    nat, sockcache, srtt,
+    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_UNMAPPED, AZF_WL_COUNTERS},
+    nat, sockcache, srtt, workload,
 };
 
 const TCP_LISTEN: u32 = 10;
 const TCP_NEW_SYN_RECV: u32 = 12;
 const SOCK_STREAM: u32 = 1;
 
-/// One packet's length fields, read once from the context.
+/// One packet's length fields, read once from the context, and the workload index its bytes
+/// count under.
 #[derive(Clone, Copy)]
-struct Len {
+struct Packet {
     len: u32,
     gso_segs: u32,
+    workload: u32,
 }
 
 #[inline(always)]
@@ -38,7 +43,7 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     // SAFETY: the context pointer is the kernel's __sk_buff for the whole program run; the
     // verifier rewrites these field reads into safe loads.
     let (len, gso_segs, sk) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).__bindgen_anon_2.sk) };
-    let l = Len { len, gso_segs };
+    let mut l = Packet { len, gso_segs, workload: wlabi::OTHER_INDEX };
 
     // SAFETY: bpf_sk_fullsock accepts any socket pointer taken from the skb.
     let full = if sk.is_null() { sk } else { unsafe { bpf_sk_fullsock(sk) } };
@@ -47,6 +52,7 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
         // SAFETY: `sk` is non-NULL here (a NULL one is returned as is); `state` is a common
         // field every socket kind has.
         let passive = !sk.is_null() && unsafe { (*sk).state } == TCP_NEW_SYN_RECV;
+        l.workload = workload::of_skb(ctx);
         return uncached(ctx, dir, l, passive);
     }
     // SAFETY: `full` is a non-NULL full socket returned by the helper.
@@ -54,18 +60,23 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
     if protocol != u32::from(IPPROTO_TCP) || sock_type != SOCK_STREAM {
         return;
     }
-    let generation = sockcache::generation();
+    let published = sockcache::published();
+    let generation = published.generation;
     // A listener's packets (SYN-ACKs) belong to many peers: never cache on it. Generation 0
     // means user space has not written a topology yet.
     if sk_state == TCP_LISTEN || generation == 0 {
+        l.workload = workload::of_skb(ctx);
         return uncached(ctx, dir, l, sk_state == TCP_LISTEN);
     }
     // SAFETY: `full` is a full socket from bpf_sk_fullsock.
     let cache = unsafe { sockcache::storage(full) };
     if cache.is_null() {
         count_error(KernelError::SockStorage);
+        l.workload = workload::of_skb(ctx);
         return uncached(ctx, dir, l, false);
     }
+    // SAFETY: `full` and `cache` as above.
+    l.workload = unsafe { workload::of_socket(full, cache, &published) };
     // SAFETY: non-NULL socket storage of our value type, valid for this program run.
     let (cached, nat_state) = unsafe { ((*cache).generation, (*cache).nat) };
     if cached == generation && nat_state <= state::RESOLVED {
@@ -88,7 +99,7 @@ pub fn on_packet(ctx: &SkBuffContext, dir: Direction) {
 /// # Safety
 /// `cache` is this socket's non-NULL storage.
 #[inline(always)]
-unsafe fn slow_socket(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockState, generation: u32) {
+unsafe fn slow_socket(ctx: &SkBuffContext, dir: Direction, l: Packet, cache: *mut SockState, generation: u32) {
     let Some(ip) = classify::parse_ip(ctx, dir) else {
         count_error(KernelError::HeaderLoad);
         return;
@@ -137,7 +148,7 @@ unsafe fn slow_socket(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut S
 
 /// A pending socket's packet: resolved now, given up on, or held.
 #[inline(always)]
-unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockState, generation: u32, ip: &IpInfo) {
+unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Packet, cache: *mut SockState, generation: u32, ip: &IpInfo) {
     let Some(key) = classify::nat_key(ctx, dir, ip) else {
         count_error(KernelError::TcpHeaderLoad);
         return count(ctx, dir, l, classify::lookup(ip), Some(ip));
@@ -155,7 +166,7 @@ unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockS
         _ => {
             let pre = unsafe { if (*cache).generation == generation { (*cache).info } else { classify::lookup(ip) } };
             let (bytes, packets) = wire(ctx, dir, l, Some(ip));
-            if !nat::hold(&key, pre.slot, dir as usize, bytes, packets) {
+            if !nat::hold(&key, pre.slot, l.workload, dir as usize, bytes, packets) {
                 nat::stat(NatStat::PendingFull, 1);
                 unsafe { nat::give_up(cache, &key, pre, generation) };
                 count(ctx, dir, l, pre, Some(ip));
@@ -170,7 +181,7 @@ unsafe fn pending(ctx: &SkBuffContext, dir: Direction, l: Len, cache: *mut SockS
 /// open's handshake (listener, request socket) carries the client's own address, and conntrack
 /// has not said anything about it yet: not counted as unresolved.
 #[inline(always)]
-fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len, passive: bool) {
+fn uncached(ctx: &SkBuffContext, dir: Direction, l: Packet, passive: bool) {
     let Some(ip) = classify::parse_ip(ctx, dir) else {
         count_error(KernelError::HeaderLoad);
         return;
@@ -199,7 +210,7 @@ fn uncached(ctx: &SkBuffContext, dir: Direction, l: Len, passive: bool) {
 /// Wire bytes and packets of this packet: a GSO super-packet repeats the IP and TCP headers once
 /// per extra segment.
 #[inline(always)]
-fn wire(ctx: &SkBuffContext, dir: Direction, l: Len, parsed: Option<&IpInfo>) -> (u64, u64) {
+fn wire(ctx: &SkBuffContext, dir: Direction, l: Packet, parsed: Option<&IpInfo>) -> (u64, u64) {
     let segs = wire_packets(l.gso_segs);
     if segs <= 1 {
         return (u64::from(l.len), segs);
@@ -208,16 +219,17 @@ fn wire(ctx: &SkBuffContext, dir: Direction, l: Len, parsed: Option<&IpInfo>) ->
 }
 
 #[inline(always)]
-fn count(ctx: &SkBuffContext, dir: Direction, l: Len, info: SubnetInfo, parsed: Option<&IpInfo>) {
+fn count(ctx: &SkBuffContext, dir: Direction, l: Packet, info: SubnetInfo, parsed: Option<&IpInfo>) {
     let (bytes, segs) = wire(ctx, dir, l, parsed);
     add_counter(counter_index(info.slot, dir), bytes, segs);
+    add_workload(l.workload, info, dir, bytes, segs);
     if info.flags & SUBNET_FLAG_UNMAPPED != 0 {
         note_unmapped(ctx, dir, bytes, segs, parsed);
     }
 }
 
 #[inline(always)]
-fn count_unresolved(ctx: &SkBuffContext, dir: Direction, l: Len, ip: &IpInfo) {
+fn count_unresolved(ctx: &SkBuffContext, dir: Direction, l: Packet, ip: &IpInfo) {
     let (bytes, segs) = wire(ctx, dir, l, Some(ip));
     nat::stat(NatStat::unresolved_bytes(dir), bytes);
     nat::stat(NatStat::unresolved_packets(dir), segs);
@@ -256,6 +268,22 @@ fn add_counter(index: u32, bytes: u64, packets: u64) {
     unsafe {
         atomic_add(&raw mut (*cell).bytes, bytes);
         atomic_add(&raw mut (*cell).packets, packets);
+    }
+}
+
+/// The same bytes once more, under the socket's workload and the destination's latency row: the
+/// sum over workloads is the host total by construction.
+#[inline(always)]
+fn add_workload(index: u32, info: SubnetInfo, dir: Direction, bytes: u64, packets: u64) {
+    let cell = wlabi::cell(index, hist::row(info.zone_idx, info.class), dir);
+    let Some(c) = AZF_WL_COUNTERS.get_ptr_mut(cell) else {
+        count_error(KernelError::WorkloadIndex);
+        return;
+    };
+    // SAFETY: as `add_counter`.
+    unsafe {
+        atomic_add(&raw mut (*c).bytes, bytes);
+        atomic_add(&raw mut (*c).packets, packets);
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //!  packet ─► cgroup_skb egress/ingress ─► socket cache (generation ok?) ─┬─► COUNTERS[slot][dir] += wire bytes
-//!                                              │ miss                    └─► UNMAPPED[/24|/48] (catch-all ranges)
-//!                                              └─► SUBNETS_V4/V6 (LPM) ─► {slot, zone, class}
+//!                                              │ miss                    ├─► WL_COUNTERS[workload][row][dir] += the same
+//!                                              │                         └─► UNMAPPED[/24|/48] (catch-all ranges)
+//!                                              ├─► SUBNETS_V4/V6 (LPM) ─► {slot, zone, class}
+//!                                              └─► (workload generation stale) WORKLOAD_IDX[cgroup id] ─► index,
+//!                                                  unknown ids ─► WL_UNKNOWN (user space names them)
 //! ```
 //! Entry points stay thin: every failure becomes a per-CPU error counter and the packet is
 //! always allowed — the meter must never drop traffic.
@@ -19,6 +22,7 @@ mod nat;
 mod rtt;
 mod srtt;
 mod sockcache;
+mod workload;
 
 use agent_common::Direction;
 use aya_ebpf::{

@@ -3,7 +3,10 @@
 
 use agent_common::{
     Counter, hist, SockState, State, SubnetInfo, UnmappedKey, UnmappedValue,
-    default_sizes::{LPM_PREFIXES, NAT_ENTRIES, NAT_PENDING, SUBNET_SLOTS, UNMAPPED_PREFIXES},
+    default_sizes::{
+        LPM_PREFIXES, NAT_ENTRIES, NAT_PENDING, SUBNET_SLOTS, UNMAPPED_PREFIXES, WORKLOAD_CGROUPS, WORKLOAD_INDICES,
+        WORKLOAD_UNKNOWN,
+    },
     nat::{NatKey, NatStat, NatTarget, PendingValue},
 };
 use aya_ebpf::{
@@ -69,3 +72,24 @@ pub static AZF_NAT_PENDING: HashMap<NatKey, PendingValue, { NAT_PENDING as usize
 /// `NatStat` → count.
 #[btf_map]
 pub static AZF_NAT_STATS: PerCpuArray<u64, { NatStat::COUNT as usize }> = PerCpuArray::new();
+
+/// cgroup v2 id → workload index, written by user space after each walk of the cgroup tree.
+#[btf_map]
+pub static AZF_WORKLOAD_IDX: HashMap<u64, u32, { WORKLOAD_CGROUPS as usize }> = HashMap::new();
+
+/// `workload::cell(index, row, direction)` → bytes and packets (the same bytes as `AZF_COUNTERS`,
+/// split by workload and destination row).
+#[btf_map]
+pub static AZF_WL_COUNTERS: PerCpuArray<Counter, { agent_common::workload::cells(WORKLOAD_INDICES) as usize }> =
+    PerCpuArray::new();
+
+/// cgroup ids a socket resolved without an index (counted as `other`): user space names them at
+/// its next drain instead of waiting for its next walk. An LRU, so a storm of short-lived cgroups
+/// costs a bounded map; user space deletes what it read.
+#[btf_map]
+pub static AZF_WL_UNKNOWN: LruHashMap<u64, u64, { WORKLOAD_UNKNOWN as usize }> = LruHashMap::new();
+
+/// `WorkloadStat` → count.
+#[btf_map]
+pub static AZF_WL_STATS: PerCpuArray<u64, { agent_common::workload::WorkloadStat::COUNT as usize }> =
+    PerCpuArray::new();

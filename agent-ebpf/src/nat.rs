@@ -93,11 +93,13 @@ unsafe fn settle(cache: *mut SockState, key: &NatKey, info: SubnetInfo, generati
 /// Adds one packet to the connection's pending entry. False when the map is full (the caller
 /// then counts the socket as unresolved instead: bytes are never dropped).
 #[inline(always)]
-pub fn hold(key: &NatKey, pre_slot: u32, dir: usize, bytes: u64, packets: u64) -> bool {
+pub fn hold(key: &NatKey, pre_slot: u32, workload: u32, dir: usize, bytes: u64, packets: u64) -> bool {
     if add_pending(key, dir, bytes, packets) {
         return true;
     }
-    let mut value = PendingValue { pre_slot, first_ns: now_ns(), ..PendingValue::default() };
+    // Indices are u16 by configuration (`--max-workloads` ≤ 65533).
+    let workload = if workload > u32::from(u16::MAX) { agent_common::workload::OTHER_INDEX as u16 } else { workload as u16 };
+    let mut value = PendingValue { pre_slot, workload, first_ns: now_ns(), ..PendingValue::default() };
     if dir < 2 {
         value.bytes[dir] = bytes;
         value.packets[dir] = packets;

@@ -9,6 +9,28 @@ use aya_ebpf::{
 
 use crate::maps::{AZF_SOCK_CLASS, AZF_STATE};
 
+/// What user space published, read with one map lookup per packet.
+#[derive(Clone, Copy)]
+pub struct Published {
+    /// Topology generation (0: no topology yet).
+    pub generation: u32,
+    /// Workload generation (0: no workload index written yet; every socket counts as host).
+    pub workload_generation: u32,
+    pub workload_capacity: u32,
+}
+
+#[inline(always)]
+pub fn published() -> Published {
+    match AZF_STATE.get(0) {
+        Some(s) => Published {
+            generation: s.generation,
+            workload_generation: s.workload_generation,
+            workload_capacity: s.workload_capacity,
+        },
+        None => Published { generation: 0, workload_generation: 0, workload_capacity: 0 },
+    }
+}
+
 /// The topology generation user space published (0: no topology yet).
 #[inline(always)]
 pub fn generation() -> u32 {

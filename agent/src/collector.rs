@@ -45,6 +45,8 @@ pub struct Collector {
     pending: PendingSweep,
     nat_user: NatSnapshot,
     resolver: Option<Arc<ResolverStats>>,
+    /// Per-workload attribution; `None` in tests and tools that do not walk cgroups.
+    workloads: Option<crate::workloads::attribution::Attribution>,
 }
 
 /// NAT settings of a [`Collector`].
@@ -99,7 +101,24 @@ impl Collector {
             pending: PendingSweep::new(nat_setup.pending_timeout),
             nat_user: NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() },
             resolver: nat_setup.resolver,
+            workloads: None,
         })
+    }
+
+    /// Attributes bytes to local workloads from now on (writes the first walk to the kernel).
+    pub fn attribute_workloads(&mut self, mut a: crate::workloads::attribution::Attribution) -> Result<(), MapsError> {
+        a.start(&mut self.maps)?;
+        self.workloads = Some(a);
+        Ok(())
+    }
+
+    /// Walks the cgroup tree when due (between drains, so short-lived cgroups are named soon).
+    pub fn refresh_workloads(&mut self) {
+        if let Some(a) = &mut self.workloads
+            && let Err(e) = a.refresh(&mut self.maps, &self.latency_rows, false)
+        {
+            tracing::warn!("workload refresh failed (retried at the next one): {e}");
+        }
     }
 
     /// Swaps in a new table: drains first so every byte counted so far keeps its old labels.
@@ -148,6 +167,13 @@ impl Collector {
         let table = &self.table;
         self.acc.absorb(&reads, |slot| slot_meaning(table, slot));
         let nat = self.sweep_nat()?;
+        let (workload_flows, workload_stats) = match &mut self.workloads {
+            Some(a) => {
+                a.refresh(&mut self.maps, &self.latency_rows, false)?;
+                a.snapshot(&self.maps)?
+            }
+            None => Default::default(),
+        };
         let errors = self.maps.read_errors()?;
         let mut unmapped: Vec<UnmappedRow> = self
             .maps
@@ -187,6 +213,8 @@ impl Collector {
             subnet_flows,
             subnet_series_overflow,
             nat,
+            workload_flows,
+            workload_stats,
         })
     }
 
@@ -212,6 +240,10 @@ impl Collector {
         for c in credits {
             if let Some(m) = slot_meaning(&self.table, c.slot) {
                 self.acc.credit(&m, c.direction, c.counter);
+                if let Some(a) = &mut self.workloads {
+                    let dst = ZoneKey { dst_zone: m.dst_zone.clone(), dst_zone_id: m.dst_zone_id.clone(), class: m.class };
+                    a.credit(c.workload, dst, c.direction, c.counter);
+                }
             }
             if c.unresolved {
                 let d = c.direction as usize;

@@ -123,6 +123,12 @@ pub struct RunArgs {
     pub aws: crate::topology::aws::AwsArgs,
     #[command(flatten)]
     pub otlp: Box<crate::export::otlp::OtlpArgs>,
+    #[command(flatten)]
+    pub workloads: crate::workloads::WorkloadArgs,
+    /// Workloads exported with series of their own, busiest first; the rest are summed as
+    /// workload="other" (the kernel counts up to --max-workloads).
+    #[arg(long, env = "AZFLOW_WORKLOAD_SERIES", default_value_t = 200)]
+    pub workload_series: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +167,9 @@ pub struct RunConfig {
     pub nat: NatMode,
     pub nat_pending_timeout: Duration,
     pub nat_netns: Option<PathBuf>,
+    pub workloads: crate::workloads::WorkloadsConfig,
+    /// Workloads exported with series of their own (busiest first); the rest sum as `other`.
+    pub workload_series: usize,
 }
 
 /// What sizes the kernel maps.
@@ -170,6 +179,10 @@ pub struct Limits {
     pub unmapped_entries: u32,
     pub nat_entries: u32,
     pub nat_pending: u32,
+    /// Workload indices with kernel counters: `--max-workloads` + host + other.
+    pub workload_indices: u32,
+    /// Live cgroups the kernel maps to a workload index.
+    pub workload_cgroups: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -248,6 +261,14 @@ impl RunArgs {
             other => ConfigError { flag: "otlp-endpoint", problem: other.to_string(), fix: "check the OTLP settings" },
         })?;
         let aws = self.aws.validate().map_err(|e| ConfigError { flag: e.flag, problem: e.problem, fix: e.fix })?;
+        let workloads = self.workloads.validate()?;
+        if self.workload_series == 0 || self.workload_series > 10_000 {
+            return Err(ConfigError {
+                flag: "workload-series",
+                problem: format!("{} is out of range", self.workload_series),
+                fix: "choose between 1 and 10000 (workloads beyond it are summed as \"other\")",
+            });
+        }
         Ok(RunConfig {
             aws,
             cgroup: self.cgroup.clone(),
@@ -260,7 +281,11 @@ impl RunArgs {
                 unmapped_entries: self.unmapped_entries,
                 nat_entries: self.nat_max_connections,
                 nat_pending: self.nat_max_pending,
+                workload_indices: u32::from(workloads.registry.max_workloads) + u32::from(crate::workloads::FIRST_WORKLOAD_INDEX),
+                workload_cgroups: workloads.max_cgroups,
             },
+            workloads,
+            workload_series: self.workload_series,
             unmapped_top: self.unmapped_top,
             console: self.console,
             rtt_sample_interval,

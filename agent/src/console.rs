@@ -50,6 +50,7 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
     if rows.is_empty() {
         let _ = writeln!(out, "(no TCP traffic counted yet)");
     }
+    workloads(&mut out, now, before, secs);
     if !now.unmapped_top.is_empty() {
         let _ = writeln!(out, "\nUnmapped destinations (add their subnets to the topology):");
         for r in now.unmapped_top.iter().take(5) {
@@ -66,6 +67,46 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
         let _ = writeln!(out, "\nkernel errors: {}", errors.join(" "));
     }
     out
+}
+
+/// Workloads shown in the console, busiest cross-AZ first.
+const TOP_WORKLOADS: usize = 8;
+
+/// Per workload: cross-AZ bytes (both directions) and same-AZ bytes.
+fn by_workload(s: &Snapshot) -> BTreeMap<(String, String, String), [u64; 2]> {
+    let mut out: BTreeMap<(String, String, String), [u64; 2]> = BTreeMap::new();
+    for (k, c) in &s.workload_flows {
+        let w = &k.workload;
+        let cell = out.entry((w.namespace.clone(), w.name.clone(), w.kind.clone())).or_default();
+        match k.dst.class {
+            TrafficClass::CrossAz => cell[0] = cell[0].saturating_add(c.bytes),
+            TrafficClass::SameAz => cell[1] = cell[1].saturating_add(c.bytes),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The top workloads by cross-AZ rate, with their affinity (same-AZ share of same- and cross-AZ
+/// bytes, cumulative).
+fn workloads(out: &mut String, now: &Snapshot, before: Option<&Snapshot>, secs: f64) {
+    if now.workload_flows.is_empty() {
+        return;
+    }
+    let rows = by_workload(now);
+    let prev = before.map(by_workload).unwrap_or_default();
+    let mut ranked: Vec<(&(String, String, String), [u64; 2], f64)> = rows
+        .iter()
+        .map(|(k, v)| (k, *v, prev.get(k).map_or(v[0], |p| v[0].saturating_sub(p[0])) as f64 / secs))
+        .collect();
+    ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| b.1[0].cmp(&a.1[0])));
+    let _ = writeln!(out, "\n{:<32} {:<10} {:>14} {:>13} {:>9}", "WORKLOAD", "KIND", "CROSS-AZ RATE", "CROSS-AZ", "AFFINITY");
+    for ((ns, name, kind), v, rate) in ranked.into_iter().take(TOP_WORKLOADS) {
+        let shown = if ns.is_empty() { name.clone() } else { format!("{ns}/{name}") };
+        let total = v[0].saturating_add(v[1]);
+        let affinity = if total == 0 { "-".to_string() } else { format!("{:.0}%", v[1] as f64 * 100.0 / total as f64) };
+        let _ = writeln!(out, "{:<32} {:<10} {:>14} {:>13} {:>9}", shown, kind, format!("{}/s", human(rate)), human(v[0] as f64), affinity);
+    }
 }
 
 fn by_row(s: &Snapshot) -> BTreeMap<Row, [Counter; 2]> {
@@ -112,6 +153,25 @@ mod tests {
         let text = render(&now, Some(&before), Duration::from_secs(2), "/cg");
         let line = text.lines().find(|l| l.starts_with("az-b")).expect("a row for az-b");
         assert!(line.contains("3.0 MB") && line.contains("1.0 MB/s") && line.contains("500 B"), "{line}");
+    }
+
+    #[test]
+    fn shows_top_workloads_by_cross_az_rate() {
+        use crate::snapshot::{WorkloadFlowKey, WorkloadLabels};
+        let key = |name: &str, class| WorkloadFlowKey {
+            workload: WorkloadLabels { name: name.into(), kind: "pod".into(), namespace: "shop".into(), pod: None, container: None },
+            direction: Direction::Transmit,
+            dst: ZoneKey { dst_zone: "az-b".into(), dst_zone_id: "b-id".into(), class },
+        };
+        let mut now = Snapshot::default();
+        now.workload_flows.insert(key("cart", TrafficClass::CrossAz), Counter { bytes: 3_000_000, packets: 1 });
+        now.workload_flows.insert(key("cart", TrafficClass::SameAz), Counter { bytes: 1_000_000, packets: 1 });
+        now.workload_flows.insert(key("web", TrafficClass::CrossAz), Counter { bytes: 9_000_000, packets: 1 });
+        let text = render(&now, None, Duration::from_secs(1), "/cg");
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("shop/")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("shop/web") && lines[0].contains("0%"), "{text}");
+        assert!(lines[1].starts_with("shop/cart") && lines[1].contains("25%"), "{text}");
     }
 
     #[test]

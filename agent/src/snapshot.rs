@@ -38,6 +38,85 @@ pub struct ZoneKey {
     pub class: TrafficClass,
 }
 
+/// A local workload as exported (`workload`, `workload_kind`, `namespace`; pod and container
+/// only at a finer granularity and when enabled).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadLabels {
+    pub name: String,
+    pub kind: String,
+    /// Empty outside Kubernetes.
+    pub namespace: String,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+impl WorkloadLabels {
+    pub fn host() -> Self {
+        Self { name: "host".into(), kind: "host".into(), namespace: String::new(), pod: None, container: None }
+    }
+
+    /// Everything without a series of its own: cgroups beyond the kernel's cap or not named yet,
+    /// and workloads beyond the export cap.
+    pub fn other() -> Self {
+        Self { name: "other".into(), kind: "other".into(), namespace: String::new(), pod: None, container: None }
+    }
+
+    /// Host and other are always exported, outside the cap.
+    pub fn is_fixed(&self) -> bool {
+        (self.kind == "host" && self.name == "host") || self.kind == "other"
+    }
+
+    pub fn from_workload(w: &crate::workloads::Workload, pod_labels: bool) -> Self {
+        Self {
+            name: w.name.clone(),
+            kind: w.kind.as_str().into(),
+            namespace: w.namespace.clone().unwrap_or_default(),
+            pod: w.pod.clone().filter(|_| pod_labels),
+            container: w.container.clone().filter(|_| pod_labels),
+        }
+    }
+}
+
+/// Labels of one per-workload byte series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadFlowKey {
+    pub workload: WorkloadLabels,
+    pub direction: Direction,
+    pub dst: ZoneKey,
+}
+
+/// Self-metrics of workload attribution: caps and what was folded into `other`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadStats {
+    pub enabled: bool,
+    /// Kernel: workload indices with counters (host and other included), cgroups it can map.
+    pub index_capacity: u32,
+    pub cgroup_capacity: u32,
+    /// Registry: live cgroups, those mapped to other, workloads holding an index.
+    pub cgroups: u64,
+    pub other_cgroups: u64,
+    pub workloads: u64,
+    /// cgroups mapped to `other` because every index was taken.
+    pub index_overflow_total: u64,
+    /// cgroup → index pairs the kernel map refused (full).
+    pub map_full_total: u64,
+    /// Kernel resolutions, and those whose cgroup had no index yet (counted as other).
+    pub resolved_total: u64,
+    pub unknown_total: u64,
+    /// Unknown cgroup ids user space read, and how many of them were gone before it could
+    /// name them (their sockets' bytes stay in other).
+    pub unknown_read_total: u64,
+    pub unknown_gone_total: u64,
+    pub walks_total: u64,
+    pub walk_errors_total: u64,
+    pub runtime_errors_total: u64,
+    pub released_total: u64,
+    /// Export: series cap, workloads with series, workloads folded into other by the cap.
+    pub series_cap: u64,
+    pub series_workloads: u64,
+    pub series_folded_total: u64,
+}
+
 /// `dst.subnet` of a per-subnet series (opt-in and bounded, see [`Snapshot::subnet_flows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DstSubnet {
@@ -97,6 +176,10 @@ pub struct Snapshot {
     pub latency: BTreeMap<ZoneKey, RowLatency>,
     /// Seeing through NAT: unresolved and held bytes, conntrack reader health.
     pub nat: crate::nat::NatSnapshot,
+    /// The same bytes as `flows`, split by local workload and destination row (zone, or class
+    /// for catch-all ranges); capped (see `workloads::totals`).
+    pub workload_flows: BTreeMap<WorkloadFlowKey, Counter>,
+    pub workload_stats: WorkloadStats,
 }
 
 impl Snapshot {

@@ -20,22 +20,16 @@
 
 mod containerd_support;
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path, time::Instant};
+use std::{os::unix::fs::MetadataExt, path::Path, time::Instant};
 
 use azflow::workloads::{
     CgroupDir, OwnerKind, RegistryConfig, RuntimePaths, RuntimeState, Workload, WorkloadKind,
     WorkloadRegistry,
 };
-use containerd_support::{Containerd, IMAGE, missing_tool};
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
-    runtime_service_client::RuntimeServiceClient,
+use containerd_support::{
+    Containerd, IMAGE, missing_tool,
+    cri::{self, PodSpec, unified_cgroup},
 };
-use tonic::transport::{Channel, Endpoint, Uri};
 
 /// containerd namespace of the plain container (and its cgroup parent, `/<namespace>/<id>`).
 const PLAIN_NS: &str = "azflow-test";
@@ -49,147 +43,10 @@ fn skip_or_fail(reason: &str) {
     eprintln!("SKIPPED: workloads_containerd: {reason}");
 }
 
-/// The process's cgroup v2 path (the `0::` line; hybrid hosts list v1 controllers beside it).
-fn unified_cgroup(pid: u32) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/cgroup: {e}"));
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no cgroup v2 line in {text}"))
-}
-
 fn ino(path: &Path) -> u64 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
         .ino()
-}
-
-async fn cri_client(socket: &Path) -> RuntimeServiceClient<Channel> {
-    let socket = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]")
-        .unwrap_or_else(|e| panic!("endpoint: {e}"))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("connecting to containerd's CRI: {e}"));
-    RuntimeServiceClient::new(channel)
-}
-
-fn host_network() -> Option<NamespaceOption> {
-    Some(NamespaceOption {
-        network: NamespaceMode::Node as i32,
-        ..NamespaceOption::default()
-    })
-}
-
-/// The sandbox config as the kubelet sends it for a BestEffort pod with the cgroupfs driver
-/// (no hostname: a host-network pod has the node's UTS namespace).
-fn sandbox_config(uid: &str) -> PodSandboxConfig {
-    let labels: HashMap<String, String> = [
-        ("io.kubernetes.pod.name", POD_NAME),
-        ("io.kubernetes.pod.namespace", POD_NS),
-        ("io.kubernetes.pod.uid", uid),
-        ("app", "cart"),
-        ("pod-template-hash", "7d9f8b6c5d"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: POD_NAME.into(),
-            uid: uid.into(),
-            namespace: POD_NS.into(),
-            attempt: 0,
-        }),
-        labels,
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: host_network(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// RunPodSandbox + CreateContainer + StartContainer; returns (sandbox id, container id).
-async fn run_pod(client: &mut RuntimeServiceClient<Channel>, uid: &str) -> (String, String) {
-    let config = sandbox_config(uid);
-    let sandbox = client
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}"))
-        .into_inner()
-        .pod_sandbox_id;
-    let container = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "app".into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: vec!["/bin/sleep".into(), "100000".into()],
-        labels: [(
-            "io.kubernetes.container.name".to_string(),
-            "app".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: host_network(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = client
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}"))
-        .into_inner()
-        .container_id;
-    client
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}"));
-    (sandbox, id)
-}
-
-async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, sandbox: &str) {
-    let id = sandbox.to_string();
-    client
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}"));
-    client
-        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}"));
 }
 
 fn registry(ctrd: &Containerd) -> WorkloadRegistry<RuntimeState> {
@@ -253,8 +110,16 @@ fn plain_container_and_cri_pod_resolve_to_their_workloads() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("tokio: {e}"));
-    let mut client = rt.block_on(cri_client(&ctrd.socket()));
-    let (sandbox, container) = rt.block_on(run_pod(&mut client, &uid));
+    let mut client = rt.block_on(cri::client(&ctrd.socket()));
+    let spec = PodSpec {
+        namespace: POD_NS,
+        name: POD_NAME,
+        uid: &uid,
+        template_hash: "7d9f8b6c5d",
+        cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+        container: "app",
+    };
+    let (sandbox, container) = rt.block_on(cri::run_pod(&mut client, &spec));
     let pod_path = unified_cgroup(ctrd.task_pid("k8s.io", &container));
     assert_eq!(
         pod_path,
@@ -308,6 +173,6 @@ fn plain_container_and_cri_pod_resolve_to_their_workloads() {
         Some(&expected_cart(Some(POD_NAME), Some("app")))
     );
 
-    rt.block_on(remove_pod(&mut client, &sandbox));
+    rt.block_on(cri::remove_pod(&mut client, &sandbox));
     ctrd.ctr(PLAIN_NS, &["tasks", "kill", "-s", "SIGKILL", "plain"]);
 }

@@ -141,6 +141,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
     let (mut slots, mut zones, prices) = (plan.slots, plan.zones, plan.prices);
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
+    // Workload paths are named relative to the attached cgroup (the cgroup2 root by default), so
+    // a node whose kubelet and runtimes live below a sub-cgroup (nested nodes, test beds) reads
+    // as a node of its own.
+    collector.attribute_workloads(crate::workloads::attribution::Attribution::new(&cfg.workloads, plan.cgroup.clone(), cfg.workload_series))?;
     // Installed before attaching: a SIGTERM that arrives once we say we are attached must take the
     // orderly path (final drain, detach), not the default action.
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
@@ -181,12 +185,17 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
     let mut ticker = tokio::time::interval(cfg.drain_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut workload_ticker = tokio::time::interval(cfg.workloads.refresh);
+    workload_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let snap;
                 (collector, snap) = on_blocking_thread(collector, Collector::drain).await?;
                 snap_tx.send_replace(snap);
+            }
+            _ = workload_ticker.tick() => {
+                (collector, ()) = on_blocking_thread(collector, Collector::refresh_workloads).await?;
             }
             Some(t) = topo_rx.recv() => {
                 let (lpm_prefixes, metrics, prices) = (plan.sizes.lpm_prefixes, self_metrics.clone(), prices.clone());

@@ -73,6 +73,8 @@ pub fn run(args: &TopologyArgs) -> Result<String, TopologyCmdError> {
         unmapped_entries: 1,
         nat_entries: 1,
         nat_pending: 1,
+        workload_indices: 2,
+        workload_cgroups: 1,
     });
     let mut table = topology::build_kernel_table(
         topo,

@@ -38,7 +38,8 @@ fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
 }
 
 pub struct KernelMaps {
-    rtt_interval_ns: u64,
+    /// What the State map holds: topology and workload generations are published separately.
+    published: State,
     rtt: PerCpuArray<MapData, u64>,
     srtt: PerCpuArray<MapData, u64>,
     connect: PerCpuArray<MapData, u64>,
@@ -56,6 +57,7 @@ pub struct KernelMaps {
     resolver_handles: Option<ResolverHandles>,
     /// Set once the kernel refuses BPF_MAP_LOOKUP_BATCH; reads then go element by element.
     no_batch: AtomicBool,
+    pub workloads: super::WorkloadMaps,
 }
 
 /// The NAT map and the pending map, as a second pair of handles for the conntrack reader.
@@ -121,12 +123,21 @@ impl KernelMaps {
         }
         let (nat, nat_dup) = take_twice(ebpf, map_names::NAT)?;
         let (nat_pending, pending_dup) = take_twice(ebpf, map_names::NAT_PENDING)?;
+        let state: Array<MapData, State> = take(ebpf, map_names::STATE)?;
+        let adopted = state.get(&0, 0).unwrap_or_default();
+        let workloads = super::WorkloadMaps::take(ebpf)?;
+        let published = State {
+            rtt_interval_ns,
+            workload_capacity: workloads.capacity(),
+            ..adopted
+        };
         Ok(Self {
+            published,
+            workloads,
             nat,
             nat_pending,
             resolver_handles: Some((nat_dup, pending_dup)),
             nat_stats: take(ebpf, map_names::NAT_STATS)?,
-            rtt_interval_ns,
             rtt: take(ebpf, map_names::RTT_HIST)?,
             srtt: take(ebpf, map_names::SRTT_HIST)?,
             connect: take(ebpf, map_names::CONNECT_HIST)?,
@@ -136,7 +147,7 @@ impl KernelMaps {
             counters: take(ebpf, map_names::COUNTERS)?,
             unmapped: take(ebpf, map_names::UNMAPPED)?,
             errors: take(ebpf, map_names::ERRORS)?,
-            state: take(ebpf, map_names::STATE)?,
+            state,
             no_batch: AtomicBool::new(false),
         })
     }
@@ -197,8 +208,16 @@ impl KernelMaps {
             self.v6.remove(&k).map_err(err(name))?;
         }
 
-        let state = State { generation, _pad: 0, rtt_interval_ns: self.rtt_interval_ns };
-        self.state.set(0, &state, 0).map_err(err(map_names::STATE))
+        self.published.generation = generation;
+        self.state.set(0, &self.published, 0).map_err(err(map_names::STATE))
+    }
+
+    /// Publishes a new workload generation (never 0): every socket resolves its cgroup again on
+    /// its next packet. Returns it.
+    pub fn bump_workload_generation(&mut self) -> Result<u32, MapsError> {
+        self.published.workload_generation = self.published.workload_generation.wrapping_add(1).max(1);
+        self.state.set(0, &self.published, 0).map_err(err(map_names::STATE))?;
+        Ok(self.published.workload_generation)
     }
 
     /// True when the tries hold exactly these prefixes with these slots (an adopted table that

@@ -19,6 +19,10 @@ pub struct MapSizes {
     pub nat_entries: u32,
     /// Connections whose bytes can be held at once while their NAT mapping is unknown.
     pub nat_pending: u32,
+    /// Cells of the per-CPU workload counters: per index, destination row and direction.
+    pub workload_cells: u32,
+    /// Live cgroups the kernel maps to a workload index.
+    pub workload_cgroups: u32,
 }
 
 pub fn map_sizes(limits: &Limits) -> MapSizes {
@@ -30,6 +34,8 @@ pub fn map_sizes(limits: &Limits) -> MapSizes {
         unmapped_entries: limits.unmapped_entries,
         nat_entries: limits.nat_entries,
         nat_pending: limits.nat_pending,
+        workload_cells: agent_common::workload::cells(limits.workload_indices),
+        workload_cgroups: limits.workload_cgroups,
     }
 }
 
@@ -46,17 +52,19 @@ mod tests {
 
     #[test]
     fn every_subnet_and_catch_all_gets_two_cells() {
-        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384 });
+        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384, workload_indices: 202, workload_cgroups: 16384 });
         assert_eq!(s.slots, 4096 + 17);
         assert_eq!(s.counter_cells, (4096 + 17) * 2);
         assert_eq!(s.lpm_prefixes, 4096 + 64);
         assert_eq!(s.unmapped_entries, 1024);
         assert_eq!(s.counter_bytes(2), u64::from(s.counter_cells) * 32);
+        assert_eq!(s.workload_cells, 202 * agent_common::workload::ROWS * 2);
     }
 
     #[test]
     fn never_overflows() {
-        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1, nat_entries: 1, nat_pending: 1 });
+        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1, nat_entries: 1, nat_pending: 1, workload_indices: u32::MAX, workload_cgroups: 1 });
         assert_eq!(s.counter_cells, u32::MAX);
+        assert_eq!(s.workload_cells, u32::MAX);
     }
 }

@@ -5,3 +5,4 @@ pub mod nat_metrics;
 pub mod otlp;
 pub mod prometheus;
 pub mod readiness;
+pub mod workload_metrics;

@@ -47,6 +47,7 @@ pub fn render(s: &Snapshot) -> String {
         series(&mut out, "azflow_tcp_dst_subnet_bytes_total", &labels, c.bytes);
     }
     latency(&mut out, s);
+    workloads(&mut out, s);
 
     header(&mut out, "azflow_unmapped_tcp_bytes_total", "counter", "TCP bytes to the busiest destinations in no known subnet, by /24 (IPv4) or /48 (IPv6).");
     for row in &s.unmapped_top {
@@ -219,6 +220,29 @@ fn flow_labels<'a>(
     ]
 }
 
+/// Per-workload bytes and the workload self-metrics (see `export::workload_metrics`).
+fn workloads(out: &mut String, s: &Snapshot) {
+    use crate::export::workload_metrics::{Kind, flow_labels, stats_series};
+    if !s.workload_stats.enabled {
+        return;
+    }
+    header(out, "azflow_workload_tcp_bytes_total", "counter", "TCP bytes on the wire by local workload, direction and destination zone (the same bytes as azflow_tcp_bytes_total; workloads beyond the cap are summed as workload=\"other\").");
+    for (k, c) in &s.workload_flows {
+        let labels: Vec<(&str, &str)> = flow_labels(&s.host, k).into_iter().map(|(p, _, v)| (p, v)).collect();
+        series(out, "azflow_workload_tcp_bytes_total", &labels, c.bytes);
+    }
+    for n in stats_series(&s.workload_stats) {
+        let (full, kind) = match n.kind {
+            Kind::Counter => (format!("azflow_workload_{}_total", n.name), "counter"),
+            Kind::Gauge => (format!("azflow_workload_{}", n.name), "gauge"),
+        };
+        header(out, &full, kind, n.help);
+        for (label, v) in n.points {
+            series(out, &full, label.as_slice(), v);
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -280,6 +304,27 @@ mod tests {
         ), "{text}");
         assert!(text.contains("hop_zone_id=\"\"} 10\n"));
         assert!(text.contains("# TYPE azflow_tcp_bytes_total counter\n"));
+    }
+
+    #[test]
+    fn renders_workload_series_and_caps() {
+        use crate::snapshot::{WorkloadFlowKey, WorkloadLabels, WorkloadStats, ZoneKey};
+        let mut s = Snapshot {
+            host: HostLabels { zone: "us-east-1a".into(), zone_id: "use1-az1".into(), ..HostLabels::default() },
+            workload_stats: WorkloadStats { enabled: true, series_cap: 200, index_overflow_total: 3, ..WorkloadStats::default() },
+            ..Snapshot::default()
+        };
+        let key = WorkloadFlowKey {
+            workload: WorkloadLabels { name: "cart".into(), kind: "pod".into(), namespace: "shop".into(), pod: None, container: None },
+            direction: Direction::Transmit,
+            dst: ZoneKey { dst_zone: "us-east-1b".into(), dst_zone_id: "use1-az2".into(), class: TrafficClass::CrossAz },
+        };
+        s.workload_flows.insert(key, Counter { bytes: 4242, packets: 3 });
+        let text = render(&s);
+        assert!(text.contains(r#"azflow_workload_tcp_bytes_total{workload="cart",workload_kind="pod",namespace="shop",direction="transmit",src_zone="us-east-1a",dst_zone="us-east-1b",src_zone_id="use1-az1",dst_zone_id="use1-az2",traffic_class="cross_az"} 4242"#), "{text}");
+        assert!(text.contains(r#"azflow_workload_caps{cap="series"} 200"#), "{text}");
+        assert!(text.contains(r#"azflow_workload_folded_total{reason="index_cap"} 3"#), "{text}");
+        assert!(!render(&Snapshot::default()).contains("azflow_workload_"), "nothing while attribution is off");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Credit {
     pub counter: Counter,
     /// Credited under the pre-NAT destination because no mapping came.
     pub unresolved: bool,
+    /// The socket's workload index, so held bytes reach the workload totals too.
+    pub workload: u16,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +112,7 @@ impl PendingSweep {
                 let counter = Counter { bytes: value.bytes[d] - t.credited.bytes[d], packets: value.packets[d].saturating_sub(t.credited.packets[d]) };
                 if counter != Counter::default() {
                     grew = true;
-                    credits.push(Credit { slot, direction: dir, counter, unresolved });
+                    credits.push(Credit { slot, direction: dir, counter, unresolved, workload: value.workload });
                 }
             }
             t.credited = value;
@@ -164,7 +166,7 @@ mod tests {
     }
 
     fn held(tx: u64, rx: u64) -> PendingValue {
-        PendingValue { bytes: [tx, rx], packets: [tx / 100, rx / 100], pre_slot: 3, done: 0, first_ns: 1_000 }
+        PendingValue { bytes: [tx, rx], packets: [tx / 100, rx / 100], pre_slot: 3, done: 0, workload: 0, first_ns: 1_000 }
     }
 
     fn total(credits: &[Credit], slot: u32) -> u64 {

@@ -13,10 +13,12 @@
 //! Nothing here runs per packet: a walk every `--workload-refresh` keeps the table fresh, and the
 //! kernel resolves a socket's cgroup id to its index once.
 
+pub mod attribution;
 pub mod identity;
 pub mod owner;
 pub mod registry;
 pub mod runtime;
+pub mod totals;
 pub mod walk;
 
 #[cfg(test)]
@@ -68,6 +70,14 @@ pub struct WorkloadArgs {
     /// Path components that name a cgroup no other rule knows (e.g. 2: "team-a/batch").
     #[arg(long, env = "AZFLOW_WORKLOAD_PATH_DEPTH", default_value_t = 2)]
     pub workload_path_depth: usize,
+    /// Live cgroups the kernel can map to a workload (every cgroup on the host needs an entry; a
+    /// cgroup beyond it is counted as "other").
+    #[arg(long, env = "AZFLOW_WORKLOAD_MAX_CGROUPS", default_value_t = 16384)]
+    pub workload_max_cgroups: u32,
+    /// Also export k8s.pod.name and container.name (OTLP) / pod and container (Prometheus); only
+    /// meaningful with --workload-granularity pod or container.
+    #[arg(long, env = "AZFLOW_WORKLOAD_POD_LABELS")]
+    pub workload_pod_labels: bool,
     /// What one workload is: "workload" (all pods of a Deployment), "pod" or "container".
     #[arg(long, env = "AZFLOW_WORKLOAD_GRANULARITY", value_enum, default_value_t = Granularity::Workload)]
     pub workload_granularity: Granularity,
@@ -79,6 +89,8 @@ pub struct WorkloadsConfig {
     pub runtime: RuntimePaths,
     pub registry: RegistryConfig,
     pub refresh: Duration,
+    pub max_cgroups: u32,
+    pub pod_labels: bool,
 }
 
 impl WorkloadArgs {
@@ -124,7 +136,16 @@ impl WorkloadArgs {
                 fix: "choose between 1 and 16",
             });
         }
+        if !(16..=1_048_576).contains(&self.workload_max_cgroups) {
+            return Err(ConfigError {
+                flag: "workload-max-cgroups",
+                problem: format!("{} is out of range", self.workload_max_cgroups),
+                fix: "choose between 16 and 1048576 (at least the host's number of cgroups)",
+            });
+        }
         Ok(WorkloadsConfig {
+            max_cgroups: self.workload_max_cgroups,
+            pod_labels: self.workload_pod_labels,
             runtime: RuntimePaths {
                 containerd_state: self.containerd_state.clone(),
                 crio_containers: self.crio_containers.clone(),

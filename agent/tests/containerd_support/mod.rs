@@ -2,6 +2,8 @@
 //! plugin on, cgroupfs driver, native snapshotter, and a one-layer busybox image built here.
 //! Everything it starts (tasks, shims, pods, cgroups, mounts) is removed on drop.
 
+pub mod cri;
+
 use std::{
     fmt::Write as _,
     fs,

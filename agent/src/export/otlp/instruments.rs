@@ -128,7 +128,35 @@ impl Instruments {
         this.register_tcp_events();
         this.register_self_metrics();
         this.register_nat();
+        this.register_workloads();
         this
+    }
+
+    /// Per-workload bytes and the workload self-metrics, from `export::workload_metrics`.
+    fn register_workloads(&self) {
+        use crate::export::workload_metrics::{self, Kind};
+        self.counter("azflow.workload.tcp.bytes", "By", "TCP bytes on the wire by local workload, direction and destination zone (workloads beyond the cap are summed as azflow.workload.name=other).", |s, o| {
+            for (k, c) in &s.workload_flows {
+                let attrs: Vec<KeyValue> = workload_metrics::flow_labels(&s.host, k).into_iter().map(|(_, a, v)| KeyValue::new(a, v.to_string())).collect();
+                o.observe(c.bytes, &attrs);
+            }
+        });
+        let probe = crate::snapshot::WorkloadStats { enabled: true, ..Default::default() };
+        for (i, n) in workload_metrics::stats_series(&probe).into_iter().enumerate() {
+            let name = format!("azflow.workload.{}", n.name);
+            let pick = move |s: &Snapshot, o: &dyn AsyncInstrument<u64>| {
+                if let Some(series) = workload_metrics::stats_series(&s.workload_stats).into_iter().nth(i) {
+                    for (label, v) in series.points {
+                        let attrs: Vec<KeyValue> = label.map(|(k, val)| KeyValue::new(k, val)).into_iter().collect();
+                        o.observe(v, &attrs);
+                    }
+                }
+            };
+            match n.kind {
+                Kind::Counter => self.counter(name, n.unit, n.help, pick),
+                Kind::Gauge => self.gauge_u64(name, n.unit, n.help, pick),
+            }
+        }
     }
 
     fn counter(&self, name: impl Into<Cow<'static, str>>, unit: &'static str, description: &'static str, f: impl Fn(&Snapshot, &dyn AsyncInstrument<u64>) + Send + Sync + 'static) {

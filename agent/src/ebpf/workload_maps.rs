@@ -1,0 +1,183 @@
+//! The kernel's workload maps: cgroup id → index (written after each walk), the per-CPU counters
+//! per (index, destination row, direction), the cgroup ids sockets met without an index, and
+//! the resolution counters. See `agent_common::workload`.
+
+use std::os::fd::AsFd as _;
+
+use agent_common::{
+    Counter, Direction, map_names,
+    workload::{self as abi, WorkloadStat},
+};
+use aya::{
+    Ebpf,
+    maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+};
+
+use super::{MapsError, batch};
+
+fn err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+pub struct WorkloadMaps {
+    index: HashMap<MapData, u64, u32>,
+    counters: PerCpuArray<MapData, Counter>,
+    unknown: HashMap<MapData, u64, u64>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// One non-zero workload counter cell, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadCell {
+    pub index: u32,
+    pub row: u32,
+    pub direction: Direction,
+    pub counter: Counter,
+}
+
+impl WorkloadMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<M, MapsError> {
+            let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
+            M::try_from(map).map_err(err(name))
+        }
+        Ok(Self {
+            index: take(ebpf, map_names::WORKLOAD_IDX)?,
+            counters: take(ebpf, map_names::WL_COUNTERS)?,
+            unknown: take(ebpf, map_names::WL_UNKNOWN)?,
+            stats: take(ebpf, map_names::WL_STATS)?,
+        })
+    }
+
+    /// Workload indices the counters have cells for.
+    pub fn capacity(&self) -> u32 {
+        self.counters.len() / (abi::ROWS * 2)
+    }
+
+    /// Deletes every cgroup id → index pair (an adopted map was written by another process,
+    /// whose indices mean other workloads).
+    pub fn clear(&mut self) -> Result<(), MapsError> {
+        let keys: Vec<u64> = self.index.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.index.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Applies one refresh of the registry: deletes gone cgroups, then writes new pairs. A full
+    /// map refuses a write: that cgroup stays `other` (counted by the caller).
+    pub fn apply(&mut self, remove: &[u64], upsert: &[(u64, u16)]) -> Result<u64, MapsError> {
+        for id in remove {
+            let _ = self.index.remove(id);
+        }
+        let mut refused = 0;
+        for (id, index) in upsert {
+            match self.index.insert(id, &u32::from(*index), 0) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    refused += 1
+                }
+                Err(e) => return Err(err(map_names::WORKLOAD_IDX)(e)),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// cgroup ids sockets resolved without an index since the last call; each is removed as it
+    /// is read, so an id comes back only if a socket meets it again.
+    pub fn take_unknown(&mut self) -> Vec<u64> {
+        let ids: Vec<u64> = self.unknown.keys().filter_map(Result::ok).collect();
+        for id in &ids {
+            let _ = self.unknown.remove(id);
+        }
+        ids
+    }
+
+    /// Every non-zero counter cell, summed over CPUs.
+    pub fn read_counters(&self) -> Result<Vec<WorkloadCell>, MapsError> {
+        let name = map_names::WL_COUNTERS;
+        let sum = |a: Counter, b: Counter| Counter {
+            bytes: a.bytes.wrapping_add(b.bytes),
+            packets: a.packets.wrapping_add(b.packets),
+        };
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, source)| MapsError::Batch { name, source })?
+            .get() as usize;
+        let whole = batch::sum_per_cpu_array(
+            self.counters.map().fd().as_fd(),
+            self.counters.len(),
+            cpus,
+            Counter::default(),
+            sum,
+        )
+        .map_err(|source| MapsError::Batch { name, source })?;
+        let cells: Vec<Counter> = match whole {
+            Some(all) => all,
+            None => (0..self.counters.len())
+                .map(|i| {
+                    Ok(self
+                        .counters
+                        .get(&i, 0)
+                        .map_err(err(name))?
+                        .iter()
+                        .fold(Counter::default(), |a, c| sum(a, *c)))
+                })
+                .collect::<Result<_, MapsError>>()?,
+        };
+        Ok(cells
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| *c != Counter::default())
+            .map(|(i, counter)| {
+                let i = i as u32;
+                let direction = if i % 2 == 0 {
+                    Direction::Transmit
+                } else {
+                    Direction::Receive
+                };
+                WorkloadCell {
+                    index: i / 2 / abi::ROWS,
+                    row: (i / 2) % abi::ROWS,
+                    direction,
+                    counter,
+                }
+            })
+            .collect())
+    }
+
+    /// Resolution counters summed over CPUs, indexed by [`WorkloadStat`].
+    pub fn read_stats(&self) -> Result<[u64; WorkloadStat::COUNT as usize], MapsError> {
+        let mut out = [0u64; WorkloadStat::COUNT as usize];
+        for (i, cell) in out.iter_mut().enumerate() {
+            let per_cpu = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(err(map_names::WL_STATS))?;
+            *cell = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::workload::cell;
+
+    #[test]
+    fn cell_numbers_decode_back() {
+        for (index, row) in [(0u32, 0u32), (1, 36), (201, 5)] {
+            for dir in agent_common::Direction::ALL {
+                let i = cell(index, row, dir);
+                assert_eq!(
+                    (i / 2 / super::abi::ROWS, (i / 2) % super::abi::ROWS, i % 2),
+                    (index, row, dir as u32)
+                );
+            }
+        }
+    }
+}
