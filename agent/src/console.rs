@@ -72,9 +72,12 @@ pub fn render(now: &Snapshot, before: Option<&Snapshot>, elapsed: Duration, cgro
 /// Workloads shown in the console, busiest cross-AZ first.
 const TOP_WORKLOADS: usize = 8;
 
+/// (namespace, name, kind) of a workload.
+type WorkloadName = (String, String, String);
+
 /// Per workload: cross-AZ bytes (both directions) and same-AZ bytes.
-fn by_workload(s: &Snapshot) -> BTreeMap<(String, String, String), [u64; 2]> {
-    let mut out: BTreeMap<(String, String, String), [u64; 2]> = BTreeMap::new();
+fn by_workload(s: &Snapshot) -> BTreeMap<WorkloadName, [u64; 2]> {
+    let mut out: BTreeMap<WorkloadName, [u64; 2]> = BTreeMap::new();
     for (k, c) in &s.workload_flows {
         let w = &k.workload;
         let cell = out.entry((w.namespace.clone(), w.name.clone(), w.kind.clone())).or_default();
@@ -95,7 +98,7 @@ fn workloads(out: &mut String, now: &Snapshot, before: Option<&Snapshot>, secs: 
     }
     let rows = by_workload(now);
     let prev = before.map(by_workload).unwrap_or_default();
-    let mut ranked: Vec<(&(String, String, String), [u64; 2], f64)> = rows
+    let mut ranked: Vec<(&WorkloadName, [u64; 2], f64)> = rows
         .iter()
         .map(|(k, v)| (k, *v, prev.get(k).map_or(v[0], |p| v[0].saturating_sub(p[0])) as f64 / secs))
         .collect();

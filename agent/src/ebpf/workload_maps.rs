@@ -135,7 +135,7 @@ impl WorkloadMaps {
             .filter(|(_, c)| *c != Counter::default())
             .map(|(i, counter)| {
                 let i = i as u32;
-                let direction = if i % 2 == 0 {
+                let direction = if i.is_multiple_of(2) {
                     Direction::Transmit
                 } else {
                     Direction::Receive
