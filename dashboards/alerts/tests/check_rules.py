@@ -31,6 +31,8 @@ REQUIRED = [
     "AzflowExportsFailing",          # exports failing
     "AzflowTopologyStale",           # topology stale
     "AzflowUnmappedTrafficGrowing",  # unmapped traffic growing
+    "AzflowWorkloadCrossAzCostOverBudget",  # a workload's cross-AZ cost over its budget
+    "AzflowWorkloadAzAffinityDropping",     # a workload's same-AZ share dropping
 ]
 
 
