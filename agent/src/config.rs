@@ -20,6 +20,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the resolved subnet → AZ table and this host's identity, then exit.
     Topology(TopologyArgs),
+    /// Live view of a running agent's workloads (cross-AZ bytes/s, $/day, affinity, RTT per AZ),
+    /// read from its Prometheus endpoint.
+    Top(crate::commands::top::TopArgs),
     /// Check that IMDS, AWS credentials and ec2:DescribeSubnets work; one line each, with a fix.
     Check(CheckArgs),
     /// Remove every pinned map and link (detaching the programs) left by `run --pin`.

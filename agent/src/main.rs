@@ -46,6 +46,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Top(args) => match commands::top::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(commands::top::TopError::Config(msg)) => config_error(&msg),
+            Err(e) => {
+                eprintln!("azflow: top: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::BenchBaseline { cgroup } => block_on(commands::bench_baseline::run(&cgroup)),
         Command::Uninstall { pin_path } => match azflow::ebpf::pin::remove_all(&pin_path) {
             Ok(removed) if removed.is_empty() => {

@@ -2,5 +2,7 @@
 
 pub mod check;
 pub mod run;
+pub mod top;
+pub mod top_view;
 pub mod topology;
 pub mod bench_baseline;
