@@ -16,7 +16,7 @@ use crate::{
         KernelMaps, MapsError,
         maps::unmapped_prefix,
     },
-    ledger::{self, AccState, Ledger, LedgerStore, TableState, store::Record},
+    ledger::{self, AccState, Ledger, LedgerStore, state::TableRecord, store::Record},
     nat::{self, NatSnapshot, PendingSweep, ResolverStats},
     self_metrics::Shared as SharedSelfMetrics,
     snapshot::{HostLabels, Snapshot, UnmappedRow, ZoneKey},
@@ -46,23 +46,23 @@ pub struct Collector {
     pending: PendingSweep,
     nat_user: NatSnapshot,
     resolver: Option<Arc<ResolverStats>>,
+    /// The allocators `table` was built by, kept for refreshes (unchanged subnets keep their
+    /// slots, zones their histogram rows) and for the ledger.
+    slots: SlotAllocator,
+    zones: ZoneTable,
     /// Pinned: where the totals and the table are recorded for the next agent.
     ledger: Option<LedgerSink>,
 }
 
-/// The ledger of a pinned agent (see `ledger`), with the allocators its table was built by.
+/// The ledger of a pinned agent (see `ledger`).
 pub struct Persist {
     pub store: LedgerStore,
-    pub slots: SlotAllocator,
-    pub zones: ZoneTable,
     /// What the previous agent recorded, if anything.
     pub restored: Option<Ledger>,
 }
 
 struct LedgerSink {
     store: LedgerStore,
-    slots: SlotAllocator,
-    zones: ZoneTable,
     warned: bool,
 }
 
@@ -81,6 +81,7 @@ impl Collector {
     pub fn new(
         mut maps: KernelMaps,
         table: KernelTable,
+        (slots, zones): (SlotAllocator, ZoneTable),
         host: HostLabels,
         unmapped_top: usize,
         self_metrics: SharedSelfMetrics,
@@ -91,7 +92,7 @@ impl Collector {
         let table = if nat_armed { table.with_nat_candidates() } else { table };
         let previous = maps.generation()?;
         let (persist, restored) = match persist {
-            Some(Persist { store, slots, zones, restored }) => (Some(LedgerSink { store, slots, zones, warned: false }), restored),
+            Some(Persist { store, restored }) => (Some(LedgerSink { store, warned: false }), restored),
             None => (None, None),
         };
         let mut acc = Accumulator::default();
@@ -144,6 +145,8 @@ impl Collector {
             pending: PendingSweep::new(nat_setup.pending_timeout),
             nat_user,
             resolver: nat_setup.resolver,
+            slots,
+            zones,
             ledger: persist,
         };
         collector.record_table();
@@ -153,8 +156,10 @@ impl Collector {
 
     /// Records the table the kernel now holds (after every sync).
     fn record_table(&mut self) {
-        let Some(sink) = &self.ledger else { return };
-        let state = TableState { generation: self.generation, slots: sink.slots.clone(), zones: sink.zones.clone(), labels: self.table.slots.clone() };
+        if self.ledger.is_none() {
+            return;
+        }
+        let state = TableRecord { generation: self.generation, slots: &self.slots, zones: &self.zones, labels: &self.table.slots };
         self.write_ledger(Record::Table, ledger::state::encode(&state));
     }
 
@@ -185,7 +190,7 @@ impl Collector {
 
     /// Swaps in a new table built by `slots` and `zones`: drains first so every byte counted so
     /// far keeps its old labels.
-    pub fn replace_table(&mut self, table: KernelTable, slots: &SlotAllocator, zones: &ZoneTable) -> Result<Arc<Snapshot>, MapsError> {
+    pub fn replace_table(&mut self, table: KernelTable, slots: SlotAllocator, zones: ZoneTable) -> Result<Arc<Snapshot>, MapsError> {
         let table = if self.nat_armed { table.with_nat_candidates() } else { table };
         let snap = self.drain();
         let generation = self.generation.wrapping_add(1).max(1);
@@ -194,11 +199,14 @@ impl Collector {
         self.latency_rows = latency_rows(&table);
         self.table = table;
         self.topology_loaded_at = SystemTime::now();
-        if let Some(sink) = &mut self.ledger {
-            (sink.slots, sink.zones) = (slots.clone(), zones.clone());
-        }
+        (self.slots, self.zones) = (slots, zones);
         self.record_table();
         Ok(snap)
+    }
+
+    /// The allocators the current table was built by.
+    pub fn allocators(&self) -> (&SlotAllocator, &ZoneTable) {
+        (&self.slots, &self.zones)
     }
 
     /// Keeps per-subnet totals (for `dst.subnet`) from now on, at most `cap` series; 0: none.

@@ -155,9 +155,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         pending_timeout: cfg.nat_pending_timeout,
         resolver: resolver_thread.as_ref().map(|_| resolver_stats.clone()),
     };
-    let persist = ledger_store.map(|store| Persist { store, slots: plan.slots.clone(), zones: plan.zones.clone(), restored });
-    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup, persist)?;
-    let (mut slots, mut zones, prices) = (plan.slots, plan.zones, plan.prices);
+    let persist = ledger_store.map(|store| Persist { store, restored });
+    let mut collector =
+        Collector::new(maps, plan.table, (plan.slots, plan.zones), host, cfg.unmapped_top, self_metrics.clone(), nat_setup, persist)?;
+    let prices = plan.prices;
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
     // Installed before attaching: a SIGTERM that arrives once we say we are attached must take the
     // orderly path (final drain, detach), not the default action.
@@ -209,8 +210,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             Some(t) = topo_rx.recv() => {
                 let (lpm_prefixes, metrics, prices) = (plan.sizes.lpm_prefixes, self_metrics.clone(), prices.clone());
                 let applied;
-                ((collector, slots, zones), applied) = on_blocking_thread((collector, slots, zones), move |(c, s, z)| {
-                    apply_topology(&t, s, z, &prices, lpm_prefixes, c, &metrics)
+                (collector, applied) = on_blocking_thread(collector, move |c| {
+                    apply_topology(&t, &prices, lpm_prefixes, c, &metrics)
                 })
                 .await?;
                 if let Some(snap) = applied {
@@ -282,14 +283,12 @@ async fn console_loop(snaps: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Re
 /// does not fit is refused and the current one stays.
 fn apply_topology(
     t: &topology::Topology,
-    slots: &mut SlotAllocator,
-    zones: &mut ZoneTable,
     prices: &PriceTable,
     lpm_prefixes: u32,
     collector: &mut Collector,
     metrics: &SelfMetrics,
 ) -> Option<Arc<Snapshot>> {
-    let (mut new_slots, mut new_zones) = (slots.clone(), zones.clone());
+    let (mut new_slots, mut new_zones) = (collector.allocators().0.clone(), collector.allocators().1.clone());
     let built = topology::build_kernel_table(t, &mut new_slots, &mut new_zones)
         .and_then(|table| table.check_capacity(lpm_prefixes).map(|()| table));
     let table = match built {
@@ -304,9 +303,8 @@ fn apply_topology(
         }
     };
     let prefixes = table.v4.len() + table.v6.len();
-    match collector.replace_table(table, &new_slots, &new_zones) {
+    match collector.replace_table(table, new_slots, new_zones) {
         Ok(snap) => {
-            (*slots, *zones) = (new_slots, new_zones);
             tracing::info!(subnets = t.subnets().len(), prefixes, "kernel subnet table replaced");
             Some(snap)
         }

@@ -21,6 +21,16 @@ pub struct TableState {
     pub labels: BTreeMap<u32, SlotLabels>,
 }
 
+/// [`TableState`] as written: borrowed, so recording a large table does not copy it first (the
+/// same fields in the same order, which is all postcard encodes).
+#[derive(Serialize)]
+pub struct TableRecord<'a> {
+    pub generation: u32,
+    pub slots: &'a SlotAllocator,
+    pub zones: &'a ZoneTable,
+    pub labels: &'a BTreeMap<u32, SlotLabels>,
+}
+
 /// One exported total: its labels (as `snapshot::FlowKey`) and `[bytes, packets]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotalKey {
@@ -113,6 +123,8 @@ mod tests {
         };
         let table = TableState { generation: 7, slots, zones, labels: assigned.values().map(|s| (*s, label.clone())).collect() };
         let bytes = encode(&table).expect("encode");
+        let borrowed = TableRecord { generation: 7, slots: &table.slots, zones: &table.zones, labels: &table.labels };
+        assert_eq!(encode(&borrowed).expect("encode"), bytes, "the borrowed record encodes as the owned one");
         let back: TableState = decode(&bytes).expect("decode");
         assert_eq!(back.generation, 7);
         assert_eq!(back.labels.values().next(), Some(&label));
