@@ -31,8 +31,15 @@ fn serve() -> u16 {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
+            // The whole request head, then the answer.
+            let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let n = step.fetch_add(1, Ordering::Relaxed) + 1;
             let mut body = String::from("# TYPE azflow_workload_tcp_bytes_total counter\n");
             for (w, kind, ns, cross, same) in GROWTH {

@@ -69,7 +69,9 @@ fn scrape(e: &Endpoint, url: &str) -> Result<String, TopError> {
     let addr = e.host.to_socket_addrs().map_err(err)?.next().ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(err)?;
     s.set_read_timeout(Some(Duration::from_secs(10))).map_err(err)?;
-    write!(s, "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", e.path, e.host).map_err(err)?;
+    // One write: a server may answer (and close) after the first segment it reads.
+    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", e.path, e.host);
+    s.write_all(request.as_bytes()).map_err(err)?;
     let mut body = String::new();
     s.read_to_string(&mut body).map_err(err)?;
     let (head, body) = body.split_once("\r\n\r\n").ok_or_else(|| err(std::io::ErrorKind::InvalidData.into()))?;
