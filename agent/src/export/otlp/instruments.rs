@@ -464,6 +464,29 @@ mod tests {
     }
 
     #[test]
+    fn workload_bytes_carry_the_workload_attributes_and_pod_names_only_when_present() {
+        use crate::snapshot::{WorkloadFlowKey, WorkloadLabels, WorkloadStats};
+        let mut snap = snapshot();
+        snap.workload_stats = WorkloadStats { enabled: true, series_cap: 200, ..WorkloadStats::default() };
+        let dst = ZoneKey { dst_zone: "us-east-1b".into(), dst_zone_id: "use1-az2".into(), class: TrafficClass::CrossAz };
+        let cart = WorkloadLabels { name: "cart".into(), kind: "pod".into(), namespace: "shop".into(), pod: None, container: None };
+        let pod = WorkloadLabels { pod: Some("cart-7d9f8b6c5d-x2k4q".into()), container: Some("app".into()), ..cart.clone() };
+        snap.workload_flows.insert(WorkloadFlowKey { workload: cart, direction: Direction::Transmit, dst: dst.clone() }, Counter { bytes: 700, packets: 1 });
+        snap.workload_flows.insert(WorkloadFlowKey { workload: pod, direction: Direction::Transmit, dst }, Counter { bytes: 50, packets: 1 });
+        let points = collect(snap, false);
+        let w: Vec<&Point> = points.iter().filter(|p| p.0 == "azflow.workload.tcp.bytes").collect();
+        assert_eq!(w.len(), 2);
+        let plain = w.iter().find(|p| !p.2.contains_key("k8s.pod.name")).expect("a series without pod names");
+        assert_eq!(plain.2["azflow.workload.name"], "cart");
+        assert_eq!(plain.2["azflow.workload.kind"], "pod");
+        assert_eq!(plain.2["k8s.namespace.name"], "shop");
+        assert_eq!(plain.2["azflow.traffic.class"], "cross_az");
+        let named = w.iter().find(|p| p.2.contains_key("k8s.pod.name")).expect("a series with pod names");
+        assert_eq!((named.2["k8s.pod.name"].as_str(), named.2["container.name"].as_str()), ("cart-7d9f8b6c5d-x2k4q", "app"));
+        assert!(points.iter().any(|p| p.0 == "azflow.workload.caps"), "self-metrics");
+    }
+
+    #[test]
     fn cost_is_priced_from_the_same_snapshot_in_usd() {
         use crate::topology::{Billing, BillingPath, paths::{Hop, PathPrice}};
         let mut snap = snapshot();
