@@ -1,6 +1,7 @@
 //! The kubelet's side of the CRI, as far as the tests need it: a client on containerd's socket,
 //! and a host-network pod with one container made the way the kubelet makes it (RunPodSandbox,
 //! CreateContainer, StartContainer) under a cgroupfs-driver parent.
+#![allow(dead_code, reason = "each suite that includes containerd_support uses a different part")]
 
 use std::{collections::HashMap, path::Path};
 
