@@ -10,7 +10,7 @@ pub mod nat;
 
 /// Bumped whenever a map layout or meaning changes; pinned maps carry it in their path so a new
 /// agent never misreads an old layout.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Map names, shared so user space never spells one differently from the kernel.
 pub mod map_names {
