@@ -9,9 +9,10 @@ use agent_common::hist;
 
 use crate::snapshot::Histogram;
 
-/// ≤ 16 boundaries from 50 µs to 5 s, dense from 0.1 to 2 ms, where RTTs inside one AZ (0.1–0.3 ms)
-/// and across AZs (1–1.5 ms) live.
-pub const DEFAULT: &str = "0.00005,0.0001,0.00015,0.0002,0.0003,0.0005,0.00075,0.001,0.00125,0.0015,0.002,0.003,0.005,0.025,0.25,5";
+/// 16 boundaries from 50 µs to 5 s, dense from 0.1 to 2 ms, where RTTs inside one AZ (0.1–0.3 ms)
+/// and across AZs (1–1.5 ms) live; 10 ms for the cross-AZ RTT alert's threshold; 1 s where a
+/// connect that lost its SYN lands.
+pub const DEFAULT: &str = "0.00005,0.0001,0.0002,0.0003,0.0005,0.00075,0.001,0.00125,0.0015,0.002,0.003,0.005,0.01,0.1,1,5";
 /// Every kernel boundary (182 `le` values per row): full resolution, for tests and debugging.
 pub const ALL: &str = "all";
 const MAX_BOUNDARIES: usize = 64;
@@ -113,7 +114,7 @@ mod tests {
         let les: Vec<f64> = d.cumulative(&kernel(&[])).iter().map(|(le, _)| *le).collect();
         assert_eq!(
             les,
-            [0.000051, 0.000102, 0.000145, 0.000205, 0.00029, 0.000488, 0.000753, 0.000976, 0.001266, 0.001506, 0.001953, 0.003012, 0.005065, 0.024097, 0.25, 5.187358, f64::INFINITY]
+            [0.000051, 0.000102, 0.000205, 0.00029, 0.000488, 0.000753, 0.000976, 0.001266, 0.001506, 0.001953, 0.003012, 0.005065, 0.010131, 0.096388, 1.0, 5.187358, f64::INFINITY]
         );
         // Each printed le is a whole microsecond and a kernel boundary.
         for le in &les[..les.len() - 1] {
