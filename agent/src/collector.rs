@@ -16,10 +16,11 @@ use crate::{
         KernelMaps, MapsError,
         maps::unmapped_prefix,
     },
+    ledger::{self, AccState, Ledger, LedgerStore, state::TableRecord, store::Record},
     nat::{self, NatSnapshot, PendingSweep, ResolverStats},
     self_metrics::Shared as SharedSelfMetrics,
     snapshot::{HostLabels, Snapshot, UnmappedRow, ZoneKey},
-    topology::{KernelTable, SlotKind},
+    topology::{KernelTable, SlotAllocator, SlotKind, SlotLabels, ZoneTable},
 };
 
 pub struct Collector {
@@ -45,6 +46,24 @@ pub struct Collector {
     pending: PendingSweep,
     nat_user: NatSnapshot,
     resolver: Option<Arc<ResolverStats>>,
+    /// The allocators `table` was built by, kept for refreshes (unchanged subnets keep their
+    /// slots, zones their histogram rows) and for the ledger.
+    slots: SlotAllocator,
+    zones: ZoneTable,
+    /// Pinned: where the totals and the table are recorded for the next agent.
+    ledger: Option<LedgerSink>,
+}
+
+/// The ledger of a pinned agent (see `ledger`).
+pub struct Persist {
+    pub store: LedgerStore,
+    /// What the previous agent recorded, if anything.
+    pub restored: Option<Ledger>,
+}
+
+struct LedgerSink {
+    store: LedgerStore,
+    warned: bool,
 }
 
 /// NAT settings of a [`Collector`].
@@ -62,26 +81,53 @@ impl Collector {
     pub fn new(
         mut maps: KernelMaps,
         table: KernelTable,
+        (slots, zones): (SlotAllocator, ZoneTable),
         host: HostLabels,
         unmapped_top: usize,
         self_metrics: SharedSelfMetrics,
         nat_setup: NatSetup,
+        persist: Option<Persist>,
     ) -> Result<Self, MapsError> {
         let nat_armed = nat_setup.candidates && nat_setup.resolver.as_ref().is_some_and(|r| r.tracking());
         let table = if nat_armed { table.with_nat_candidates() } else { table };
         let previous = maps.generation()?;
-        // Adopted maps (a restart with --pin) already hold counts. They continue the totals
-        // only when every prefix keeps its slot; otherwise they become the baseline.
-        let continuing = previous != 0 && maps.lpm_matches(&table.v4, &table.v6);
+        let (persist, restored) = match persist {
+            Some(Persist { store, restored }) => (Some(LedgerSink { store, warned: false }), restored),
+            None => (None, None),
+        };
+        let mut acc = Accumulator::default();
+        let mut nat_user = NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() };
+        match restored {
+            // Adopted maps (a restart with --pin) and the ledger of the agent that counted into
+            // them: its totals continue, and each slot's growth since its last drain goes to the
+            // labels the slot had then, whatever the new table makes of the slot.
+            Some(l) if previous != 0 && l.table.generation == previous => {
+                acc = Accumulator::from_state(&l.acc);
+                let slots: std::collections::BTreeSet<u32> = std::iter::once(SLOT_NO_MATCH)
+                    .chain(l.table.labels.keys().copied())
+                    .chain(l.acc.last.iter().map(|(s, _)| *s))
+                    .collect();
+                acc.absorb(&maps.read_counters(slots)?, |slot| meaning_in(&l.table.labels, slot));
+                let n = l.acc.nat_unresolved;
+                (nat_user.unresolved_bytes, nat_user.unresolved_packets) = ([n[0], n[2]], [n[1], n[3]]);
+                tracing::info!(generation = previous, "continuing the previous agent's totals from its ledger");
+            }
+            restored => {
+                // Without a ledger that matches the kernel's table, adopted counts continue the
+                // totals only when every prefix keeps its slot; otherwise they become the baseline.
+                if let Some(l) = restored {
+                    tracing::warn!(ledger = l.table.generation, kernel = previous, "the ledger does not describe the adopted table; not used");
+                }
+                if previous != 0 && !maps.lpm_matches(&table.v4, &table.v6) {
+                    tracing::warn!("adopted counters were written under another subnet table; totals restart from here");
+                    let slots = std::iter::once(SLOT_NO_MATCH).chain(table.slots.keys().copied());
+                    acc.absorb(&maps.read_counters(slots)?, |_| None);
+                }
+            }
+        }
         let generation = previous.wrapping_add(1).max(1);
         maps.sync(&table.v4, &table.v6, generation)?;
-        let mut acc = Accumulator::default();
-        if previous != 0 && !continuing {
-            tracing::warn!("adopted counters were written under another subnet table; totals restart from here");
-            let slots = std::iter::once(SLOT_NO_MATCH).chain(table.slots.keys().copied());
-            acc.absorb(&maps.read_counters(slots)?, |_| None);
-        }
-        Ok(Self {
+        let mut collector = Self {
             maps,
             latency_rows: latency_rows(&table),
             table,
@@ -97,13 +143,54 @@ impl Collector {
             nat_candidates: nat_setup.candidates,
             nat_armed,
             pending: PendingSweep::new(nat_setup.pending_timeout),
-            nat_user: NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() },
+            nat_user,
             resolver: nat_setup.resolver,
-        })
+            slots,
+            zones,
+            ledger: persist,
+        };
+        collector.record_table();
+        collector.record_totals();
+        Ok(collector)
     }
 
-    /// Swaps in a new table: drains first so every byte counted so far keeps its old labels.
-    pub fn replace_table(&mut self, table: KernelTable) -> Result<Arc<Snapshot>, MapsError> {
+    /// Records the table the kernel now holds (after every sync).
+    fn record_table(&mut self) {
+        if self.ledger.is_none() {
+            return;
+        }
+        let state = TableRecord { generation: self.generation, slots: &self.slots, zones: &self.zones, labels: &self.table.slots };
+        self.write_ledger(Record::Table, ledger::state::encode(&state));
+    }
+
+    /// Records the totals and each slot's last read (after every drain).
+    fn record_totals(&mut self) {
+        if self.ledger.is_none() {
+            return;
+        }
+        let mut state: AccState = self.acc.to_state();
+        state.generation = self.generation;
+        let (b, p) = (self.nat_user.unresolved_bytes, self.nat_user.unresolved_packets);
+        state.nat_unresolved = [b[0], p[0], b[1], p[1]];
+        self.write_ledger(Record::Acc, ledger::state::encode(&state));
+    }
+
+    /// A failed write is counted and logged once; counting goes on (the next agent then falls
+    /// back to the old rule: continue only when the table is unchanged).
+    fn write_ledger(&mut self, record: Record, bytes: Result<Vec<u8>, postcard::Error>) {
+        let Some(sink) = &mut self.ledger else { return };
+        let result = bytes.map_err(|e| e.to_string()).and_then(|b| sink.store.write(record, &b).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            self.self_metrics.incr("ledger_write_failures", if record == Record::Table { "table" } else { "totals" });
+            if !std::mem::replace(&mut sink.warned, true) {
+                tracing::warn!("writing the restart ledger failed ({e}); a restart may not continue these totals exactly");
+            }
+        }
+    }
+
+    /// Swaps in a new table built by `slots` and `zones`: drains first so every byte counted so
+    /// far keeps its old labels.
+    pub fn replace_table(&mut self, table: KernelTable, slots: SlotAllocator, zones: ZoneTable) -> Result<Arc<Snapshot>, MapsError> {
         let table = if self.nat_armed { table.with_nat_candidates() } else { table };
         let snap = self.drain();
         let generation = self.generation.wrapping_add(1).max(1);
@@ -112,7 +199,14 @@ impl Collector {
         self.latency_rows = latency_rows(&table);
         self.table = table;
         self.topology_loaded_at = SystemTime::now();
+        (self.slots, self.zones) = (slots, zones);
+        self.record_table();
         Ok(snap)
+    }
+
+    /// The allocators the current table was built by.
+    pub fn allocators(&self) -> (&SlotAllocator, &ZoneTable) {
+        (&self.slots, &self.zones)
     }
 
     /// Keeps per-subnet totals (for `dst.subnet`) from now on, at most `cap` series; 0: none.
@@ -130,6 +224,7 @@ impl Collector {
                 snap.drain_failures = self.failures;
                 snap.last_drain = started.elapsed();
                 self.last = Arc::new(snap);
+                self.record_totals();
             }
             Err(e) => {
                 self.failures += 1;
@@ -200,6 +295,7 @@ impl Collector {
         let generation = self.generation.wrapping_add(1).max(1);
         self.maps.sync(&table.v4, &table.v6, generation)?;
         (self.table, self.generation, self.nat_armed) = (table, generation, true);
+        self.record_table();
         tracing::info!("conntrack tracks connections on this node: Service/NAT destinations now wait for their real remote end");
         Ok(())
     }
@@ -243,11 +339,15 @@ impl Collector {
 
 /// What a slot means for export, `SLOT_NO_MATCH` included.
 fn slot_meaning(table: &KernelTable, slot: u32) -> Option<SlotMeaning> {
+    meaning_in(&table.slots, slot)
+}
+
+fn meaning_in(labels: &BTreeMap<u32, SlotLabels>, slot: u32) -> Option<SlotMeaning> {
     if slot == SLOT_NO_MATCH {
         let c = TrafficClass::Unknown;
         return Some(SlotMeaning { dst_zone: c.as_str().into(), dst_zone_id: c.as_str().into(), class: c, subnet: None, billing: Default::default() });
     }
-    table.slots.get(&slot).map(|l| SlotMeaning {
+    labels.get(&slot).map(|l| SlotMeaning {
         dst_zone: l.dst_zone.clone(),
         dst_zone_id: l.dst_zone_id.clone(),
         class: l.class,

@@ -11,6 +11,7 @@ use agent_common::{Counter, Direction, TrafficClass};
 
 use crate::{
     ebpf::maps::SlotCounters,
+    ledger::state::{AccState, SubnetKey, SubnetState, TotalKey},
     snapshot::{DstSubnet, FlowKey},
 };
 
@@ -112,13 +113,103 @@ impl Accumulator {
     }
 
     /// Keeps per-subnet totals from now on, at most `cap` subnet series (0: none kept).
+    /// Totals restored from a ledger are kept (under the new cap for new series).
     pub fn track_subnets(&mut self, cap: usize) {
-        self.subnets = (cap > 0).then(|| SubnetTotals { cap, ..SubnetTotals::default() });
+        match &mut self.subnets {
+            _ if cap == 0 => self.subnets = None,
+            Some(s) => s.cap = cap,
+            None => self.subnets = Some(SubnetTotals { cap, ..SubnetTotals::default() }),
+        }
     }
 
     /// Per-subnet totals and the number of subnet series the cap folded into the overflow.
     pub fn subnet_totals(&self) -> (BTreeMap<(FlowKey, DstSubnet), Counter>, u64) {
         self.subnets.as_ref().map_or_else(Default::default, |s| (s.totals.clone(), s.refused.len() as u64))
+    }
+}
+
+impl Accumulator {
+    /// What the next agent needs to continue these totals (see `ledger`).
+    pub fn to_state(&self) -> AccState {
+        let key = |k: &FlowKey| TotalKey {
+            direction: k.direction as u8,
+            dst_zone: k.dst_zone.clone(),
+            dst_zone_id: k.dst_zone_id.clone(),
+            class: k.class as u8,
+            billing: k.billing.clone(),
+        };
+        let pair = |c: &Counter| [c.bytes, c.packets];
+        let mut last: Vec<(u32, [u64; 4])> = self
+            .last
+            .iter()
+            .filter(|(_, c)| **c != SlotCounters::default())
+            .map(|(s, c)| (*s, [c[0].bytes, c[0].packets, c[1].bytes, c[1].packets]))
+            .collect();
+        last.sort_unstable_by_key(|(s, _)| *s);
+        AccState {
+            last,
+            totals: self.totals.iter().map(|(k, c)| (key(k), pair(c))).collect(),
+            subnets: self.subnets.as_ref().map(|s| SubnetState {
+                cap: s.cap as u64,
+                series: s.series as u64,
+                totals: s
+                    .totals
+                    .iter()
+                    .map(|((k, sub), c)| {
+                        let sub = match sub {
+                            DstSubnet::None => SubnetKey::None,
+                            DstSubnet::Cidr(n) => SubnetKey::Cidr(*n),
+                            DstSubnet::Overflow => SubnetKey::Overflow,
+                        };
+                        (key(k), sub, pair(c))
+                    })
+                    .collect(),
+                refused: s.refused.iter().map(|(n, d)| (*n, *d as u8)).collect(),
+            }),
+            ..AccState::default()
+        }
+    }
+
+    /// The accumulator an earlier agent left (see `ledger`).
+    pub fn from_state(state: &AccState) -> Self {
+        let key = |k: &TotalKey| FlowKey {
+            direction: if k.direction == 0 { Direction::Transmit } else { Direction::Receive },
+            dst_zone: k.dst_zone.clone(),
+            dst_zone_id: k.dst_zone_id.clone(),
+            class: TrafficClass::from_u8(k.class),
+            billing: k.billing.clone(),
+        };
+        let counter = |c: &[u64; 2]| Counter { bytes: c[0], packets: c[1] };
+        Self {
+            last: state
+                .last
+                .iter()
+                .map(|(s, c)| (*s, [Counter { bytes: c[0], packets: c[1] }, Counter { bytes: c[2], packets: c[3] }]))
+                .collect(),
+            totals: state.totals.iter().map(|(k, c)| (key(k), counter(c))).collect(),
+            subnets: state.subnets.as_ref().map(|s| SubnetTotals {
+                cap: usize::try_from(s.cap).unwrap_or(usize::MAX),
+                series: usize::try_from(s.series).unwrap_or(usize::MAX),
+                totals: s
+                    .totals
+                    .iter()
+                    .map(|(k, sub, c)| {
+                        let sub = match sub {
+                            SubnetKey::None => DstSubnet::None,
+                            SubnetKey::Cidr(n) => DstSubnet::Cidr(*n),
+                            SubnetKey::Overflow => DstSubnet::Overflow,
+                        };
+                        ((key(k), sub), counter(c))
+                    })
+                    .collect(),
+                refused: s.refused.iter().map(|(n, d)| (*n, if *d == 0 { Direction::Transmit } else { Direction::Receive })).collect(),
+            }),
+        }
+    }
+
+    /// Whether per-subnet totals are kept, and up to how many series.
+    pub fn subnet_cap(&self) -> Option<usize> {
+        self.subnets.as_ref().map(|s| s.cap)
     }
 }
 
@@ -199,6 +290,24 @@ mod tests {
         let total: u64 = acc.totals().values().map(|c| c.bytes).sum();
         assert_eq!(sum, total);
         assert_eq!(Accumulator::default().subnet_totals().0.len(), 0);
+    }
+
+    #[test]
+    fn state_round_trip_continues_the_totals() {
+        let mut acc = Accumulator::default();
+        acc.track_subnets(1);
+        let net = |s: u32| -> Option<ipnet::IpNet> { format!("10.0.{s}.0/24").parse().ok() };
+        let m = |s: u32| Some(SlotMeaning { subnet: net(s), ..meaning("b", TrafficClass::CrossAz) });
+        acc.absorb(&[(1, cells(1000, 10)), (2, cells(500, 0)), (3, cells(0, 0))], m);
+        let state = acc.to_state();
+        assert_eq!(state.last.len(), 2, "slots that never counted are left out");
+        let mut next = Accumulator::from_state(&state);
+        // The new agent reads the same counters grown by 50: exactly 50 more, nothing re-credited.
+        next.absorb(&[(1, cells(1050, 10)), (2, cells(500, 0)), (3, cells(0, 0))], m);
+        acc.absorb(&[(1, cells(1050, 10)), (2, cells(500, 0)), (3, cells(0, 0))], m);
+        assert_eq!(next.totals(), acc.totals());
+        assert_eq!(next.subnet_totals(), acc.subnet_totals());
+        assert_eq!(next.to_state(), acc.to_state());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod console;
 pub mod drain;
 pub mod ebpf;
 pub mod export;
+pub mod ledger;
 pub mod logging;
 pub mod nat;
 pub mod pricing;

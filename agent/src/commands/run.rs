@@ -7,12 +7,13 @@ use tokio::{signal::unix::SignalKind, sync::watch};
 
 use crate::{
     cgroup,
-    collector::{Collector, NatSetup},
+    collector::{Collector, NatSetup, Persist},
     config::{ConsoleMode, NatMode, RunConfig},
     pricing::{self, PriceBook, PriceTable},
     console,
     ebpf::{self, KernelMaps},
     export::{http, otlp, readiness::Readiness},
+    ledger::{self, Ledger, LedgerStore, store::Record},
     nat,
     self_metrics::SelfMetrics,
     snapshot::{HostLabels, Snapshot},
@@ -47,14 +48,26 @@ struct Plan {
     prices: PriceTable,
 }
 
-fn plan(cfg: &RunConfig, topology: topology::Topology, book: &PriceBook) -> Result<Plan, RunError> {
+/// `restored`: the previous pinned agent's ledger, whose allocators the table continues from (so
+/// unchanged subnets keep their slots and zones their histogram rows).
+fn plan(cfg: &RunConfig, topology: topology::Topology, book: &PriceBook, restored: Option<&Ledger>) -> Result<Plan, RunError> {
     let sizes = ebpf::map_sizes(&cfg.limits);
-    let mut slots = SlotAllocator::new(sizes.slots);
-    let mut zones = ZoneTable::new();
     let prices = book.for_region(topology.host().region.as_deref());
-    let mut table = topology::build_kernel_table(&topology, &mut slots, &mut zones)
-        .and_then(|t| t.check_capacity(sizes.lpm_prefixes).map(|()| t))
-        .map_err(|e| RunError::Config(format!("--max-subnets: {e}; raise --max-subnets")))?;
+    let build = |mut slots: SlotAllocator, mut zones: ZoneTable| {
+        topology::build_kernel_table(&topology, &mut slots, &mut zones)
+            .and_then(|t| t.check_capacity(sizes.lpm_prefixes).map(|()| t))
+            .map(|t| (t, slots, zones))
+    };
+    let seeded = restored.and_then(|l| Some((l.table.slots.clone().restored(sizes.slots)?, l.table.zones.clone())));
+    let built = match seeded.map(|(s, z)| build(s, z)) {
+        Some(Ok(b)) => Ok(b),
+        Some(Err(e)) => {
+            tracing::warn!("the new topology does not fit beside the previous agent's slots ({e}); allocating afresh");
+            build(SlotAllocator::new(sizes.slots), ZoneTable::new())
+        }
+        None => build(SlotAllocator::new(sizes.slots), ZoneTable::new()),
+    };
+    let (mut table, slots, zones) = built.map_err(|e| RunError::Config(format!("--max-subnets: {e}; raise --max-subnets")))?;
     table.apply_prices(&prices);
     let cgroup = match &cfg.cgroup {
         Some(p) => p.clone(),
@@ -77,17 +90,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let resolved = topology::aws::resolve(&cfg.aws, cfg.topology.as_deref(), &self_metrics).await.map_err(|e| {
         if e.is_config_error() { RunError::Config(e.to_string()) } else { RunError::Runtime(e.to_string()) }
     })?;
-    let plan = plan(&cfg, resolved.topology, &book)?;
-    let listener = match cfg.prometheus {
-        Some(addr) => Some(http::bind(addr).await.map_err(|e| {
-            RunError::Config(format!("--prometheus: cannot listen on {addr}: {e}; choose a free address or \"off\""))
-        })?),
-        None => None,
-    };
-    // OTLP settings are proven (CA file read, exporter built) before anything is attached.
-    let otlp_transport =
-        cfg.otlp.as_ref().map(otlp::Transport::prepare).transpose().map_err(|e| RunError::Config(e.to_string()))?;
-
     let pins = match &cfg.pin {
         Some(root) => {
             let pins = ebpf::pin::PinDir::new(root);
@@ -98,6 +100,21 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         }
         None => None,
     };
+    let (ledger_store, restored) = match &pins {
+        Some(p) => open_ledger(&p.map_path(ledger::PIN_NAME)),
+        None => (None, None),
+    };
+    let plan = plan(&cfg, resolved.topology, &book, restored.as_ref())?;
+    let listener = match cfg.prometheus {
+        Some(addr) => Some(http::bind(addr).await.map_err(|e| {
+            RunError::Config(format!("--prometheus: cannot listen on {addr}: {e}; choose a free address or \"off\""))
+        })?),
+        None => None,
+    };
+    // OTLP settings are proven (CA file read, exporter built) before anything is attached.
+    let otlp_transport =
+        cfg.otlp.as_ref().map(otlp::Transport::prepare).transpose().map_err(|e| RunError::Config(e.to_string()))?;
+
     let mut ebpf = ebpf::load(&plan.sizes, pins.as_ref())?;
     let mut maps = KernelMaps::take(&mut ebpf, cfg.rtt_sample_interval.as_nanos().min(u128::from(u64::MAX)) as u64)?;
     // The conntrack reader starts before the table is written: if it cannot, catch-all ranges are
@@ -138,8 +155,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         pending_timeout: cfg.nat_pending_timeout,
         resolver: resolver_thread.as_ref().map(|_| resolver_stats.clone()),
     };
-    let mut collector = Collector::new(maps, plan.table, host, cfg.unmapped_top, self_metrics.clone(), nat_setup)?;
-    let (mut slots, mut zones, prices) = (plan.slots, plan.zones, plan.prices);
+    let persist = ledger_store.map(|store| Persist { store, restored });
+    let mut collector =
+        Collector::new(maps, plan.table, (plan.slots, plan.zones), host, cfg.unmapped_top, self_metrics.clone(), nat_setup, persist)?;
+    let prices = plan.prices;
     collector.track_subnets(cfg.subnet_series.max(cfg.otlp.as_ref().map_or(0, |o| o.dst_subnet_series)));
     // Installed before attaching: a SIGTERM that arrives once we say we are attached must take the
     // orderly path (final drain, detach), not the default action.
@@ -191,8 +210,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             Some(t) = topo_rx.recv() => {
                 let (lpm_prefixes, metrics, prices) = (plan.sizes.lpm_prefixes, self_metrics.clone(), prices.clone());
                 let applied;
-                ((collector, slots, zones), applied) = on_blocking_thread((collector, slots, zones), move |(c, s, z)| {
-                    apply_topology(&t, s, z, &prices, lpm_prefixes, c, &metrics)
+                (collector, applied) = on_blocking_thread(collector, move |c| {
+                    apply_topology(&t, &prices, lpm_prefixes, c, &metrics)
                 })
                 .await?;
                 if let Some(snap) = applied {
@@ -264,14 +283,12 @@ async fn console_loop(snaps: watch::Receiver<Arc<Snapshot>>, mut stop: watch::Re
 /// does not fit is refused and the current one stays.
 fn apply_topology(
     t: &topology::Topology,
-    slots: &mut SlotAllocator,
-    zones: &mut ZoneTable,
     prices: &PriceTable,
     lpm_prefixes: u32,
     collector: &mut Collector,
     metrics: &SelfMetrics,
 ) -> Option<Arc<Snapshot>> {
-    let (mut new_slots, mut new_zones) = (slots.clone(), zones.clone());
+    let (mut new_slots, mut new_zones) = (collector.allocators().0.clone(), collector.allocators().1.clone());
     let built = topology::build_kernel_table(t, &mut new_slots, &mut new_zones)
         .and_then(|table| table.check_capacity(lpm_prefixes).map(|()| table));
     let table = match built {
@@ -286,9 +303,8 @@ fn apply_topology(
         }
     };
     let prefixes = table.v4.len() + table.v6.len();
-    match collector.replace_table(table) {
+    match collector.replace_table(table, new_slots, new_zones) {
         Ok(snap) => {
-            (*slots, *zones) = (new_slots, new_zones);
             tracing::info!(subnets = t.subnets().len(), prefixes, "kernel subnet table replaced");
             Some(snap)
         }
@@ -298,6 +314,34 @@ fn apply_topology(
             None
         }
     }
+}
+
+/// The pinned ledger and what it holds. Never fatal: without it a restart continues the totals
+/// only when the table is unchanged, as before it existed.
+fn open_ledger(path: &std::path::Path) -> (Option<LedgerStore>, Option<Ledger>) {
+    let store = match LedgerStore::open_or_create(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot keep a restart ledger ({e}); a restart after a topology change will restart the totals");
+            return (None, None);
+        }
+    };
+    let read = |r| store.read(r).map_err(|e| e.to_string());
+    let restored = match (read(Record::Table), read(Record::Acc)) {
+        (Ok(Some(t)), Ok(Some(a))) => match (ledger::state::decode(&t), ledger::state::decode(&a)) {
+            (Ok(table), Ok(acc)) => Some(Ledger { table, acc }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("the restart ledger is {e}; not used");
+                None
+            }
+        },
+        (Ok(_), Ok(_)) => None,
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("reading the restart ledger failed ({e}); not used");
+            None
+        }
+    };
+    (Some(store), restored)
 }
 
 /// Parsing a large topology file peaks far above the steady state; hand the freed heap back so

@@ -45,7 +45,7 @@ pub enum KernelTableError {
 }
 
 /// What a slot is allocated for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum SlotKey {
     /// Catch-alls sort first, so they take the lowest slots.
     CatchAll(CatchAll),
@@ -57,16 +57,17 @@ pub enum SlotKey {
 }
 
 /// The labels a [`SlotKey::Shared`] slot stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SharedKey {
     pub dst_zone: String,
     pub dst_zone_id: String,
+    #[serde(with = "crate::ledger::class_id")]
     pub class: TrafficClass,
     pub billing: Billing,
 }
 
 /// Hands out counter slots `1..max_slots` (0 is [`SLOT_NO_MATCH`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SlotAllocator {
     max_slots: u32,
     assigned: BTreeMap<SlotKey, u32>,
@@ -133,6 +134,17 @@ impl SlotAllocator {
         Ok(self.assigned.clone())
     }
 
+    /// An allocator restored from a ledger, for a kernel table of `max_slots` slots; `None` when
+    /// it hands out slots that do not fit (the maps were sized differently).
+    pub fn restored(mut self, max_slots: u32) -> Option<Self> {
+        let highest = self.assigned.values().chain(&self.cooling).chain(&self.free).copied().max().unwrap_or(0);
+        if highest >= max_slots || self.next > max_slots {
+            return None;
+        }
+        self.max_slots = max_slots;
+        Some(self)
+    }
+
     pub fn slot(&self, key: &SlotKey) -> Option<u32> {
         self.assigned.get(key).copied()
     }
@@ -140,7 +152,7 @@ impl SlotAllocator {
 
 /// A `u16` index per distinct zone ID, stable for the life of the agent (RTT histograms are
 /// indexed by it). [`ZONE_NONE`] is never handed out.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ZoneTable {
     by_id: BTreeMap<String, u16>,
     /// (zone ID, latest zone name), indexed by zone index.
@@ -187,7 +199,7 @@ impl ZoneTable {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum SlotKind {
     Subnet,
     CatchAll,
@@ -196,13 +208,14 @@ pub enum SlotKind {
 }
 
 /// What user space attaches to a slot's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlotLabels {
     /// The AZ name; for catch-alls the bucket's label ("internet", "unknown", "cross_vpc",
     /// "local").
     pub dst_zone: String,
     /// The AZ ID; for catch-alls the same label as `dst_zone`.
     pub dst_zone_id: String,
+    #[serde(with = "crate::ledger::class_id")]
     pub class: TrafficClass,
     /// `None` for catch-alls.
     pub subnet: Option<IpNet>,

@@ -23,7 +23,7 @@
 use agent_common::TrafficClass;
 use ipnet::IpNet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Hop {
     SameAz,
     CrossAz,
@@ -39,7 +39,7 @@ impl Hop {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub enum BillingPath {
     SameAz,
     CrossAz,
@@ -151,7 +151,7 @@ impl Charge {
 
 /// The price of a path per direction (`Direction as usize`), in nano-USD per GB of
 /// `bytes_per_gb` bytes: integers, so a cost is exactly bytes × price.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub struct PathPrice {
     pub nano_usd_per_gb: [u64; 2],
     pub bytes_per_gb: u64,
@@ -171,7 +171,7 @@ impl PathPrice {
 }
 
 /// What a slot's bytes are billed as: the path, the AZ ID of its hop, and its price.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
 pub struct Billing {
     pub path: BillingPath,
     pub hop_zone_id: Option<String>,

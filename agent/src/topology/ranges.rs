@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use super::model::HostIdentity;
 
 /// A catch-all bucket. Each gets one counter slot shared by all its ranges (both families).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum CatchAll {
     Internet,
     CrossVpc,

@@ -132,6 +132,13 @@ impl Agent {
         self.log.lock().expect("log").join("\n")
     }
 
+    /// SIGKILL: no final drain, no cleanup — a crash or an OOM kill.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// SIGTERM; returns the exit status and how long the agent took to exit.
     pub fn stop(mut self) -> (std::process::ExitStatus, Duration) {
         let mut child = self.child.take().expect("running");
