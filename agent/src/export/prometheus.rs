@@ -59,7 +59,7 @@ impl Out {
         let point = Point { labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(), value };
         match self.0.last_mut() {
             Some(f) if f.name == name => f.points.push(point),
-            // Every series follows its header; one without is a bug, kept visible as untyped gauge.
+            // Every series follows its header; one without would be a bug, still shown (as a gauge).
             _ => self.0.push(Family { name: name.to_string(), help: String::new(), kind: Kind::Gauge, points: vec![point] }),
         }
     }
@@ -169,7 +169,7 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
     for (name, v) in &s.agent_gauges {
         let full = format!("azflow_{name}");
         header(out, &full, "gauge", "Agent self-metric.");
-        out.push(&full, &[], Value::Float(*v as f64));
+        out.push(&full, &[], Value::Float(*v));
     }
     header(out, "azflow_build_info", "gauge", "Agent version and this host's zone.");
     series(
@@ -383,5 +383,39 @@ mod tests {
         assert!(line("transmit").ends_with(",path=\"nat_gateway_cross_az\",hop_zone_id=\"use1-az2\"} 0.58"), "{}", line("transmit"));
         assert!(line("receive").ends_with("} 0.11"), "{}", line("receive"));
         assert!(text.contains("# TYPE azflow_cost_usd_total counter\n"));
+    }
+
+    #[test]
+    fn histograms_print_the_configured_classic_buckets_exactly() {
+        use agent_common::hist;
+
+        use crate::snapshot::{RowLatency, ZoneKey};
+        let mut rtt = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        for us in [0u64, 100, 976, 977, 1500, 40_000_000] {
+            rtt.buckets[hist::bucket(us) as usize] += 1;
+            rtt.sum_us += us;
+        }
+        let key = ZoneKey { dst_zone: "b".into(), dst_zone_id: "b-id".into(), class: TrafficClass::CrossAz };
+        let mut s = Snapshot::default();
+        s.latency.insert(key, RowLatency { rtt, ..RowLatency::default() });
+        let text = render(&s, &ClassicBuckets::parse("0.0001,0.001,0.002").expect("valid"));
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| l.starts_with("azflow_tcp_rtt_seconds_bucket{") && l.contains(&format!("le=\"{le}\"")))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("no le {le} in {text}"))
+                .to_string()
+        };
+        // 0.0001 snaps to 102 µs, 0.001 to 976 µs (the kernel boundary nearest to 1 ms), 0.002 to 1953 µs.
+        assert_eq!([bucket("0.000102"), bucket("0.000976"), bucket("0.001953"), bucket("+Inf")], ["2", "3", "5", "6"]);
+        assert_eq!(text.lines().filter(|l| l.starts_with("azflow_tcp_rtt_seconds_bucket{")).count(), 4);
+        let sum: f64 = text
+            .lines()
+            .find(|l| l.starts_with("azflow_tcp_rtt_seconds_sum{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sum in {text}"));
+        assert!((sum - 40.003553).abs() < 1e-9, "{sum}");
+        assert!(text.contains("_count{src_zone=\"\",dst_zone=\"b\",src_zone_id=\"\",dst_zone_id=\"b-id\",traffic_class=\"cross_az\"} 6\n"), "{text}");
     }
 }

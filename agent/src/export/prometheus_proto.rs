@@ -114,7 +114,9 @@ pub fn accepts(accept: &str) -> bool {
 /// Every family, each a varint length then the message.
 pub fn render(families: &[Family], classic: &ClassicBuckets) -> Vec<u8> {
     let mut out = Vec::with_capacity(families.iter().map(|f| 64 + f.points.len() * 256).sum());
-    for f in families {
+    // A family without series is left out, as client libraries do (the text format still
+    // announces it with HELP and TYPE).
+    for f in families.iter().filter(|f| !f.points.is_empty()) {
         let r#type = match f.kind {
             Kind::Counter => 0,
             Kind::Gauge => 1,
