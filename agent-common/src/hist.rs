@@ -243,9 +243,9 @@ mod tests {
 
     #[test]
     fn thresholds_are_exact_integer_floors_of_scale_3_bounds_in_seconds() {
-        for j in 0..BUCKETS as usize {
+        for (j, t) in THRESHOLDS_US.iter().take(BUCKETS as usize).enumerate() {
             let k = MIN_INDEX + j as i32;
-            assert!(is_floor_of_threshold(THRESHOLDS_US[j], k), "T({k}) = {}", THRESHOLDS_US[j]);
+            assert!(is_floor_of_threshold(*t, k), "T({k}) = {t}");
         }
         assert!(THRESHOLDS_US[BUCKETS as usize..].iter().all(|t| *t == u64::MAX), "padding");
         // Where 10⁶·2^(k/8) is a whole number the threshold is that number.
