@@ -1,10 +1,11 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | fuzz | bench | demo`.
+//! Developer tasks: `cargo xtask setup | build | image | run | test | fuzz | bench | demo`.
 
 mod bench;
 mod bench_load;
 mod bench_stats;
 mod demo;
 mod fuzz;
+mod image;
 mod pyenv;
 mod test_run;
 mod toolchain;
@@ -27,6 +28,13 @@ enum Task {
     Setup,
     /// Build the agent (release), setting up first when a piece is missing.
     Build,
+    /// Build the agent's OCI image (release binary, deploy/container/Dockerfile's contents) as an
+    /// OCI image-layout tar, with no container daemon.
+    Image {
+        /// Where to write the tar.
+        #[arg(long, default_value_os_t = image::default_output())]
+        output: PathBuf,
+    },
     /// Build and run the agent on this host with embedded defaults (needs root).
     Run {
         /// Arguments passed to `azflow run`.
@@ -52,6 +60,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => toolchain::setup(),
         Task::Build => build(),
+        Task::Image { output } => build_image(&output).map(drop),
         Task::Run { args } => {
             build()?;
             let bin = workspace_root().join("target/release/azflow");
@@ -83,6 +92,14 @@ fn ensure_setup() -> Result<()> {
 fn build() -> Result<()> {
     ensure_setup()?;
     toolchain::run(toolchain::cargo().current_dir(workspace_root()).args(["build", "--release", "-p", "azflow", "-p", "azflow-tests", "--bins"]))
+}
+
+/// Builds the release binary, then its image into `output`; returns `output`.
+fn build_image(output: &std::path::Path) -> Result<PathBuf> {
+    build()?;
+    let summary = image::build(&workspace_root().join("target/release/azflow"), output)?;
+    println!("xtask image: {summary}");
+    Ok(output.to_path_buf())
 }
 
 pub fn workspace_root() -> PathBuf {

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: `cargo test` over the workspace with its output passed through, summed
-//! from libtest's own `test result:` lines into one final line, e.g.
+//! `cargo xtask test`: builds the release binary and its image (`cargo xtask image`, named to the
+//! tests in `AZFLOW_IMAGE_TAR`), then runs `cargo test` over the workspace with its output passed
+//! through, summed from libtest's own `test result:` lines into one final line, e.g.
 //! `xtask test: 412 passed, 0 failed, 3 ignored, 0 skipped`. As root, a skipped test is a
 //! failure (`AZFLOW_REQUIRE_EBPF=1`, as in CI): the tests then panic instead of skipping, and a
 //! `SKIPPED:` line that still gets through fails the run here.
@@ -53,6 +54,8 @@ impl Tally {
 
 pub fn test(extra: &[String]) -> Result<()> {
     crate::toolchain::setup()?;
+    // The image suite runs the release binary's image, as the DaemonSet does: build both first.
+    let image = crate::build_image(&crate::image::default_output())?;
     let mut cmd = crate::toolchain::cargo();
     cmd.current_dir(crate::workspace_root())
         .args(["test", "--no-fail-fast"])
@@ -61,6 +64,7 @@ pub fn test(extra: &[String]) -> Result<()> {
     if require {
         cmd.env(REQUIRE_ENV, "1");
     }
+    cmd.env(crate::image::TAR_ENV, &image);
     // The venv's tools (moto_server, yamllint, kubernetes-validate, its python3) come first.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let paths = std::iter::once(crate::pyenv::bin()).chain(std::env::split_paths(&path));

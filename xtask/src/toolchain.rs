@@ -43,6 +43,10 @@ pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     // The bench's peer arm.
     ("bpftrace", "bpftrace"),
+    // `cargo xtask image`: the binary's libraries as the loader resolves them, and the CA
+    // bundle the image carries (distroless ships the same file).
+    ("ldd", "libc-bin"),
+    ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
 ];
 
 pub fn setup() -> Result<()> {
