@@ -68,14 +68,23 @@ impl SubnetTotals {
 impl Accumulator {
     /// Credits each slot's growth since the previous call to its current meaning. A slot with no
     /// meaning (not in the table any more) is remembered but credited to nobody; `meaning` is
-    /// consulted once per slot.
+    /// consulted only for slots that grew (a host with 100k subnets has a few busy ones, and
+    /// building a meaning clones its labels).
     pub fn absorb(
         &mut self,
         reads: &[(u32, SlotCounters)],
         meaning: impl Fn(u32) -> Option<SlotMeaning>,
     ) {
         for (slot, now) in reads {
-            let before = self.last.insert(*slot, *now).unwrap_or_default();
+            let before = match self.last.get_mut(slot) {
+                Some(last) if last == now => continue,
+                Some(last) => std::mem::replace(last, *now),
+                None if *now == SlotCounters::default() => continue,
+                None => {
+                    self.last.insert(*slot, *now);
+                    SlotCounters::default()
+                }
+            };
             let Some(m) = meaning(*slot) else { continue };
             for dir in Direction::ALL {
                 let d = dir as usize;

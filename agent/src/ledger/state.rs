@@ -103,7 +103,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{SlotKey, SlotKind};
+    use crate::topology::{LabelSet, SlotKey, SlotKind};
     use agent_common::TrafficClass;
 
     #[test]
@@ -114,12 +114,14 @@ mod tests {
         let mut zones = ZoneTable::new();
         zones.index("use1-az2", "us-east-1b").expect("zone");
         let label = SlotLabels {
-            dst_zone: "us-east-1b".into(),
-            dst_zone_id: "use1-az2".into(),
-            class: TrafficClass::CrossAz,
+            set: std::sync::Arc::new(LabelSet {
+                dst_zone: "us-east-1b".into(),
+                dst_zone_id: "use1-az2".into(),
+                class: TrafficClass::CrossAz,
+                billing: Billing::default(),
+            }),
             subnet: Some(net),
             kind: SlotKind::Subnet,
-            billing: Billing::default(),
         };
         let table = TableState { generation: 7, slots, zones, labels: assigned.values().map(|s| (*s, label.clone())).collect() };
         let bytes = encode(&table).expect("encode");

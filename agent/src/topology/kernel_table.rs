@@ -52,7 +52,8 @@ pub enum SlotKey {
     /// Prefixes that are no subnet and whose labels differ from their catch-all's (a route's
     /// destination, AWS ranges, a routed catch-all): one slot per distinct label set, so
     /// thousands of AWS ranges cost a handful of slots.
-    Shared(SharedKey),
+    /// Boxed: few slots are shared, but every key pays the largest variant's size.
+    Shared(Box<SharedKey>),
     Subnet(IpNet),
 }
 
@@ -207,9 +208,27 @@ pub enum SlotKind {
     Routed,
 }
 
-/// What user space attaches to a slot's counters.
+/// What user space attaches to a slot's counters: the labels (shared by every slot with the same
+/// ones — a host with 100k subnets has a handful of label sets), its subnet and kind. Reads as a
+/// [`LabelSet`] too (`labels.dst_zone`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlotLabels {
+    pub set: std::sync::Arc<LabelSet>,
+    /// `None` for catch-alls.
+    pub subnet: Option<IpNet>,
+    pub kind: SlotKind,
+}
+
+impl std::ops::Deref for SlotLabels {
+    type Target = LabelSet;
+    fn deref(&self) -> &LabelSet {
+        &self.set
+    }
+}
+
+/// The labels of a slot's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct LabelSet {
     /// The AZ name; for catch-alls the bucket's label ("internet", "unknown", "cross_vpc",
     /// "local").
     pub dst_zone: String,
@@ -217,11 +236,18 @@ pub struct SlotLabels {
     pub dst_zone_id: String,
     #[serde(with = "crate::ledger::class_id")]
     pub class: TrafficClass,
-    /// `None` for catch-alls.
-    pub subnet: Option<IpNet>,
-    pub kind: SlotKind,
     /// The billing path, the AZ of its hop, and its price.
     pub billing: Billing,
+}
+
+/// Hands out one shared [`LabelSet`] per distinct value.
+#[derive(Default)]
+struct Interner(std::collections::BTreeMap<LabelSet, std::sync::Arc<LabelSet>>);
+
+impl Interner {
+    fn get(&mut self, set: LabelSet) -> std::sync::Arc<LabelSet> {
+        self.0.entry(set).or_insert_with_key(|k| std::sync::Arc::new(k.clone())).clone()
+    }
 }
 
 /// The LPM tables to write, sorted by prefix, plus the labels of every slot they use.
@@ -255,8 +281,11 @@ impl KernelTable {
 
     /// Prices every slot's path from `prices` (the host region's table).
     pub fn apply_prices(&mut self, prices: &PriceTable) {
+        let mut interner = Interner::default();
         for label in self.slots.values_mut() {
-            label.billing.price = prices.price(label.billing.path);
+            let mut set = (*label.set).clone();
+            set.billing.price = prices.price(set.billing.path);
+            label.set = interner.get(set);
         }
     }
 
@@ -407,12 +436,12 @@ pub fn build_kernel_table(
         let key = match origin {
             Origin::Subnet => SlotKey::Subnet(*net),
             Origin::CatchAll(c) if decided == unrouted => SlotKey::CatchAll(*c),
-            _ => SlotKey::Shared(SharedKey {
+            _ => SlotKey::Shared(Box::new(SharedKey {
                 dst_zone: base.dst_zone.clone(),
                 dst_zone_id: base.dst_zone_id.clone(),
                 class: base.class,
                 billing: billing.clone(),
-            }),
+            })),
         };
         prefixes.push((*net, key, base, billing));
     }
@@ -421,6 +450,7 @@ pub fn build_kernel_table(
     let mut new_zones = zones.clone();
     let assigned = new_slots.refresh(prefixes.iter().map(|p| p.1.clone()))?;
     let mut table = KernelTable::default();
+    let mut interner = Interner::default();
     for (net, key, base, billing) in prefixes {
         let Some(&slot) = assigned.get(&key) else {
             continue;
@@ -440,13 +470,10 @@ pub fn build_kernel_table(
             SlotKey::CatchAll(_) => SlotKind::CatchAll,
             SlotKey::Shared(_) => SlotKind::Routed,
         };
-        table.slots.entry(slot).or_insert(SlotLabels {
-            dst_zone: base.dst_zone,
-            dst_zone_id: base.dst_zone_id,
-            class: base.class,
+        table.slots.entry(slot).or_insert_with(|| SlotLabels {
+            set: interner.get(LabelSet { dst_zone: base.dst_zone, dst_zone_id: base.dst_zone_id, class: base.class, billing }),
             subnet: base.subnet,
             kind,
-            billing,
         });
         match net {
             IpNet::V4(n) => table.v4.push((n, info)),

@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use host_interfaces::HostInterfacesError;
 pub use kernel_table::{
-    Deletes, KernelTable, KernelTableError, SlotAllocator, SlotKey, SlotKind, SlotLabels, Upserts,
+    Deletes, KernelTable, KernelTableError, LabelSet, SlotAllocator, SlotKey, SlotKind, SlotLabels, Upserts,
     ZoneTable, build_kernel_table, classify, diff,
 };
 pub use model::{HostIdentity, Source, Subnet, Topology};
