@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Prometheus listen address, or "off".
     #[arg(long, env = "AZFLOW_PROMETHEUS", default_value = "127.0.0.1:9464")]
     pub prometheus: String,
+    /// Classic histogram boundaries (`le`) in seconds, comma-separated, each snapped to the
+    /// nearest kernel bucket boundary so counts stay exact; "all" for every kernel boundary.
+    /// Native histograms (protobuf scrapes) always carry every bucket.
+    #[arg(long, env = "AZFLOW_PROMETHEUS_BUCKETS", default_value = crate::export::classic_buckets::DEFAULT)]
+    pub prometheus_buckets: String,
     /// How often the kernel counters are drained, e.g. "5s" or "500ms".
     #[arg(long, env = "AZFLOW_DRAIN_INTERVAL", default_value = "5s")]
     pub drain_interval: String,
@@ -156,6 +161,7 @@ pub struct RunConfig {
     /// Price table file; read (and checked) before anything is attached.
     pub prices: Option<PathBuf>,
     pub prometheus: Option<SocketAddr>,
+    pub prometheus_buckets: crate::export::classic_buckets::ClassicBuckets,
     pub drain_interval: Duration,
     pub limits: Limits,
     pub unmapped_top: usize,
@@ -215,6 +221,12 @@ impl RunArgs {
                 fix: "write HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464, or \"off\"",
             })?),
         };
+        let prometheus_buckets = crate::export::classic_buckets::ClassicBuckets::parse(&self.prometheus_buckets)
+            .map_err(|problem| ConfigError {
+                flag: "prometheus-buckets",
+                problem,
+                fix: "write up to 64 boundaries in seconds between 0.000001 and 30, e.g. 0.0001,0.001,0.01, or \"all\"",
+            })?;
         let drain_interval = parse_duration(&self.drain_interval).ok_or_else(|| ConfigError {
             flag: "drain-interval",
             problem: format!("{:?} is not a duration", self.drain_interval),
@@ -278,6 +290,7 @@ impl RunArgs {
             topology: self.topology.clone(),
             prices: self.prices.clone(),
             prometheus,
+            prometheus_buckets,
             drain_interval,
             limits: Limits {
                 max_subnets: self.max_subnets,
@@ -354,6 +367,7 @@ mod tests {
         assert_eq!(c.prometheus, Some("127.0.0.1:9464".parse().expect("addr")));
         assert_eq!(c.drain_interval, Duration::from_secs(5));
         assert_eq!(c.limits.max_subnets, 4096);
+        assert_eq!(c.prometheus_buckets, crate::export::classic_buckets::ClassicBuckets::default());
     }
 
     #[test]
@@ -369,6 +383,9 @@ mod tests {
         assert_eq!(args(&["--prometheus", "off"]).validate().expect("off").prometheus, None);
         let e = args(&["--nat-pending-timeout", "1ms"]).validate().expect_err("too short");
         assert!(e.to_string().starts_with("--nat-pending-timeout: "), "{e}");
+        let e = args(&["--prometheus-buckets", "0.001,1ms"]).validate().expect_err("unit");
+        assert_eq!(e.to_string(), "--prometheus-buckets: \"1ms\" is not a number of seconds; write up to 64 boundaries in seconds between 0.000001 and 30, e.g. 0.0001,0.001,0.01, or \"all\"");
+        assert_eq!(args(&["--prometheus-buckets", "all"]).validate().expect("all").prometheus_buckets, crate::export::classic_buckets::ClassicBuckets::all());
         let e = args(&["--nat-max-pending", "0"]).validate().expect_err("zero");
         assert_eq!(e.flag, "nat-max-pending");
     }

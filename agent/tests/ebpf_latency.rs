@@ -20,7 +20,8 @@ const BASE_PROBE_US: f64 = 100.0;
 const LATE_LIMIT_US: f64 = 40.0;
 const ATTEMPTS: u32 = 3;
 
-/// `histogram_quantile` over the exported buckets of one destination (microseconds).
+/// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
+/// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
         .series
@@ -74,7 +75,7 @@ fn attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() -
             (Zone::A, Zone::X, Duration::from_micros(BASE_PROBE_US as u64)),
         ])
         .expect("delay line");
-    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--rtt-sample-interval", "0"]);
+    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--rtt-sample-interval", "0", "--prometheus-buckets", "all"]);
 
     let mut srtt = std::collections::BTreeMap::new();
     for dst in ["x1", "b1", "c1", "a2"] {

@@ -20,7 +20,8 @@ const BASE_PROBE_US: f64 = 100.0;
 const LATE_LIMIT_US: f64 = 40.0;
 const ATTEMPTS: u32 = 3;
 
-/// `histogram_quantile` over the exported buckets of one destination (microseconds).
+/// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
+/// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
         .series
@@ -76,7 +77,7 @@ fn attempt_ebpf_service_vip_latency_lands_in_the_backends_zones() -> Option<()> 
     let backends = start_backends(&bed, Family::V4, &["b1", "c1"]);
     install(bed.host("a1"), Shape::Iptables, Family::V4, &backends.endpoints());
     warm_up(&pod, Family::V4);
-    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--rtt-sample-interval", "0", "--nat-netns", node_ns.to_str().expect("utf-8")]);
+    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--rtt-sample-interval", "0", "--prometheus-buckets", "all", "--nat-netns", node_ns.to_str().expect("utf-8")]);
     wait_armed(&agent);
     let to = vip_addr(Family::V4);
     // The bed's base (forwarding, the delay line's mechanism) from a probe that rides it with

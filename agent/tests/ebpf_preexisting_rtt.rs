@@ -19,7 +19,8 @@ const BASE_PROBE_US: f64 = 100.0;
 const LATE_LIMIT_US: f64 = 40.0;
 const ATTEMPTS: u32 = 3;
 
-/// `histogram_quantile` over the exported buckets of one destination (microseconds).
+/// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
+/// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
 fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = m
         .series
@@ -85,7 +86,7 @@ fn attempt_ebpf_connections_opened_before_the_agent_get_rtt() -> Option<()> {
         servers.push(server);
     }
     std::thread::sleep(Duration::from_secs(3));
-    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8")]);
+    let agent = Agent::start(bed.cgroup_path(), &["--topology", topo.to_str().expect("utf-8"), "--prometheus-buckets", "all"]);
     let mut srtt = std::collections::BTreeMap::new();
     for (dst, proc) in clients {
         let done = proc.wait_ok(Duration::from_secs(60)).expect("client finished");

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// topology, for before/after figures from the same run.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// Measure this azflow binary as the agent instead of building the workspace's (e.g. an
+    /// older commit's release build, to isolate one change against `--compare`).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -70,8 +70,14 @@ fn main() -> Result<()> {
         Task::Test { args } => test_run::test(&args),
         Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Bench(args) => {
-            build()?;
-            bench::bench(&args, &workspace_root().join("target/release/azflow"))
+            let agent = match &args.agent {
+                Some(a) => a.clone(),
+                None => {
+                    build()?;
+                    workspace_root().join("target/release/azflow")
+                }
+            };
+            bench::bench(&args, &agent)
         }
         Task::Demo(args) => {
             build()?;

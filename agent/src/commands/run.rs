@@ -187,7 +187,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         "azflow attached and counting"
     );
     let readiness = Readiness { drain_interval: cfg.drain_interval, attachment: Some(attachment) };
-    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), readiness, stop_rx.clone())));
+    let server = listener.map(|l| tokio::spawn(http::serve(l, snap_rx.clone(), readiness, cfg.prometheus_buckets.clone(), stop_rx.clone())));
     let show_console = match cfg.console {
         ConsoleMode::Always => true,
         ConsoleMode::Never => false,

@@ -78,7 +78,8 @@ impl Histogram {
         self.buckets.iter().sum()
     }
 
-    /// The q-quantile in µs, interpolated inside its bucket (None when empty).
+    /// The q-quantile in µs, interpolated inside its bucket's bounds `(2^(i/8), 2^((i+1)/8)]` s
+    /// (None when empty).
     pub fn quantile_us(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
@@ -88,13 +89,22 @@ impl Histogram {
         let mut seen = 0u64;
         for (b, n) in self.buckets.iter().enumerate() {
             if *n > 0 && (seen + n) as f64 >= rank {
-                let (lo, hi) = (hist::lower_bound_us(b as u32) as f64, hist::upper_bound_us(b as u32) as f64);
+                if b as u32 == hist::ZERO_CELL {
+                    return Some(0.0);
+                }
+                let (lo, hi) = bucket_bounds_us(b as u32);
                 return Some(lo + (hi - lo) * ((rank - seen as f64) / *n as f64).clamp(0.0, 1.0));
             }
             seen += n;
         }
-        Some(hist::upper_bound_us(hist::BUCKETS - 1) as f64)
+        Some(bucket_bounds_us(hist::BUCKETS - 1).1)
     }
+}
+
+/// The real bounds of a non-zero kernel cell in µs: `10⁶·2^(i/8)` and `10⁶·2^((i+1)/8)`.
+pub fn bucket_bounds_us(cell: u32) -> (f64, f64) {
+    let i = f64::from(hist::index(cell));
+    (1e6 * (i / 8.0).exp2(), 1e6 * ((i + 1.0) / 8.0).exp2())
 }
 
 /// Latency figures of one destination row.
@@ -454,8 +464,9 @@ mod tests {
         let b = hist::bucket(1500) as usize;
         h.buckets[b] = 100;
         let p50 = h.quantile_us(0.5).expect("non-empty");
-        let (lo, hi) = (hist::lower_bound_us(b as u32) as f64, hist::upper_bound_us(b as u32) as f64);
+        let (lo, hi) = bucket_bounds_us(b as u32);
         assert!((lo..=hi).contains(&p50) && (p50 - 1500.0).abs() / 1500.0 < 0.07, "{p50}");
+        assert!(lo < 1500.0 && 1500.0 <= hi, "{lo}..{hi}");
     }
 
     #[test]

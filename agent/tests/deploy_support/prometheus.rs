@@ -21,6 +21,16 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `binary` scraping `targets` (may be empty) and waits until it is ready.
     pub fn start(binary: &Path, targets: &[SocketAddr], cluster: &str) -> Prometheus {
+        Self::start_with(binary, targets, cluster, &[])
+    }
+
+    /// [`Prometheus::start`] with native histograms on: it then asks targets for the protobuf
+    /// format, and keeps a histogram that has native buckets as a native histogram.
+    pub fn start_native(binary: &Path, targets: &[SocketAddr], cluster: &str) -> Prometheus {
+        Self::start_with(binary, targets, cluster, &["--enable-feature=native-histograms"])
+    }
+
+    fn start_with(binary: &Path, targets: &[SocketAddr], cluster: &str, flags: &[&str]) -> Prometheus {
         let dir = std::env::temp_dir().join(format!(
             "azflow-prometheus-{}-{}",
             std::process::id(),
@@ -47,6 +57,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .args(["--storage.tsdb.retention.time=1h", "--log.level=warn"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -81,6 +81,25 @@ pub struct HistogramPoint {
     pub time_unix_nano: u64,
 }
 
+/// One point of a base-2 exponential histogram, as sent.
+#[derive(Debug, Clone)]
+pub struct ExponentialPoint {
+    pub metric: String,
+    pub attributes: BTreeMap<String, String>,
+    pub scale: i32,
+    pub zero_count: u64,
+    pub zero_threshold: f64,
+    /// Index of `counts[0]`.
+    pub offset: i32,
+    pub counts: Vec<u64>,
+    /// Buckets below zero (none for latencies).
+    pub negative: usize,
+    pub sum: Option<f64>,
+    pub count: u64,
+    pub start_unix_nano: u64,
+    pub time_unix_nano: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Point {
     pub metric: String,
@@ -96,6 +115,7 @@ pub struct Export {
     pub metrics: BTreeMap<String, MetricInfo>,
     pub points: Vec<Point>,
     pub histograms: Vec<HistogramPoint>,
+    pub exponentials: Vec<ExponentialPoint>,
     /// Request headers (HTTP) or metadata (gRPC), keys lower-case.
     pub headers: BTreeMap<String, String>,
     /// Requests filed in this export: 1, or 2 with the histograms' own.
@@ -120,6 +140,10 @@ impl Export {
 
     pub fn histograms_of(&self, metric: &str) -> impl Iterator<Item = &HistogramPoint> {
         self.histograms.iter().filter(move |p| p.metric == metric)
+    }
+
+    pub fn exponentials_of(&self, metric: &str) -> impl Iterator<Item = &ExponentialPoint> {
+        self.exponentials.iter().filter(move |p| p.metric == metric)
     }
 
     /// The agent's drain count this export's snapshot was taken at.
@@ -398,15 +422,18 @@ async fn http_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, log: 
 /// Files a request: a histograms-only request joins the export it follows (see the module doc).
 fn record(log: &Log, export: Export) {
     let mut log = log.lock().expect("log");
-    let only_histograms = !export.histograms.is_empty() && export.metrics.values().all(|m| m.kind == "histogram");
+    let only_histograms = !(export.histograms.is_empty() && export.exponentials.is_empty())
+        && export.metrics.values().all(|m| m.kind == "histogram" || m.kind == "exponential_histogram");
     if only_histograms
         && let Some(last) = log.last_mut()
         && last.histogram_headers.is_none()
         && last.histograms.is_empty()
+        && last.exponentials.is_empty()
         && last.resource == export.resource
     {
         last.metrics.extend(export.metrics);
         last.histograms.extend(export.histograms);
+        last.exponentials.extend(export.exponentials);
         last.histogram_headers = Some(export.headers);
         last.requests += 1;
         return;
@@ -421,6 +448,7 @@ fn flatten(req: &ExportMetricsServiceRequest, headers: BTreeMap<String, String>)
         metrics: BTreeMap::new(),
         points: Vec::new(),
         histograms: Vec::new(),
+        exponentials: Vec::new(),
         headers,
         requests: 1,
         histogram_headers: None,
@@ -453,6 +481,28 @@ fn flatten_metric(export: &mut Export, m: &Metric, scope: String) {
                     attributes: p.attributes.iter().map(attribute).collect(),
                     bounds: p.explicit_bounds.clone(),
                     counts: p.bucket_counts.clone(),
+                    sum: p.sum,
+                    count: p.count,
+                    start_unix_nano: p.start_time_unix_nano,
+                    time_unix_nano: p.time_unix_nano,
+                });
+            }
+            return;
+        }
+        Some(Data::ExponentialHistogram(h)) => {
+            let info = MetricInfo { unit: m.unit.clone(), kind: "exponential_histogram", monotonic: false, cumulative: cumulative(h.aggregation_temporality), scope };
+            export.metrics.insert(m.name.clone(), info);
+            for p in &h.data_points {
+                let positive = p.positive.clone().unwrap_or_default();
+                export.exponentials.push(ExponentialPoint {
+                    metric: m.name.clone(),
+                    attributes: p.attributes.iter().map(attribute).collect(),
+                    scale: p.scale,
+                    zero_count: p.zero_count,
+                    zero_threshold: p.zero_threshold,
+                    offset: positive.offset,
+                    counts: positive.bucket_counts,
+                    negative: p.negative.as_ref().map_or(0, |n| n.bucket_counts.len()),
                     sum: p.sum,
                     count: p.count,
                     start_unix_nano: p.start_time_unix_nano,

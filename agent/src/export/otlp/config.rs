@@ -52,6 +52,11 @@ pub struct OtlpArgs {
     /// rest are summed as dst.subnet="other"); 0 leaves the attribute out.
     #[arg(long = "otlp-dst-subnet-series", env = "AZFLOW_OTLP_DST_SUBNET_SERIES", default_value_t = 0)]
     pub dst_subnet_series: usize,
+    /// Latency histograms as "exponential" (base-2 scale 3: the kernel's buckets, only the
+    /// non-empty range sent) or "explicit" (every kernel bucket boundary as explicit bounds,
+    /// 200 per point). Default: exponential.
+    #[arg(long = "otlp-histograms", env = "AZFLOW_OTLP_HISTOGRAMS", value_name = "KIND")]
+    pub histograms: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,12 @@ pub enum Protocol {
 pub enum Compression {
     None,
     Gzip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistogramKind {
+    Exponential,
+    Explicit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +98,7 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     pub interval: Duration,
     pub temporality: Temporality,
+    pub histograms: HistogramKind,
     /// 0: no `dst.subnet` attribute.
     pub dst_subnet_series: usize,
     /// `OTEL_RESOURCE_ATTRIBUTES` (decoded), then `OTEL_SERVICE_NAME` as `service.name`.
@@ -128,6 +140,13 @@ impl OtlpArgs {
         if self.endpoint.is_none() && env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
+
+        // Checked even when nothing is exported, so a typo never waits for an endpoint to show.
+        let histograms = match self.histograms.as_deref().map_or("exponential", str::trim) {
+            "exponential" => HistogramKind::Exponential,
+            "explicit" => HistogramKind::Explicit,
+            other => return Err(config("otlp-histograms", format!("unknown histogram kind {other:?}"), "use exponential or explicit")),
+        };
 
         let protocol = match pick(
             self.protocol.as_ref(),
@@ -259,6 +278,7 @@ impl OtlpArgs {
             timeout,
             interval,
             temporality,
+            histograms,
             dst_subnet_series: self.dst_subnet_series,
             resource,
             k8s_node_name: env("K8S_NODE_NAME").map(|v| v.trim().to_string()),
@@ -500,6 +520,12 @@ mod tests {
         assert_eq!(setting(validate(&bad_header, &[]).expect_err("header")), "otlp-header");
         let too_fast = OtlpArgs { interval: Some("1ms".into()), ..flags("http://x:1") };
         assert_eq!(setting(validate(&too_fast, &[]).expect_err("interval")), "otlp-interval");
+        let kind = OtlpArgs { histograms: Some("native".into()), ..OtlpArgs::default() };
+        let e = validate(&kind, &[]).expect_err("unknown kind");
+        assert_eq!(e.to_string(), "--otlp-histograms: unknown histogram kind \"native\"; use exponential or explicit");
+        let explicit = OtlpArgs { histograms: Some("explicit".into()), ..flags("http://x:1") };
+        assert_eq!(validate(&explicit, &[]).expect("valid").map(|c| c.histograms), Some(HistogramKind::Explicit));
+        assert_eq!(validate(&flags("http://x:1"), &[]).expect("valid").map(|c| c.histograms), Some(HistogramKind::Exponential));
         let many = OtlpArgs { dst_subnet_series: 5000, ..flags("http://x:1") };
         assert_eq!(setting(validate(&many, &[]).expect_err("series")), "otlp-dst-subnet-series");
     }

@@ -6,12 +6,18 @@
 //! converted from the very objects the meter provider uses — and the pipeline sends it right
 //! after the SDK's request over the same connection ([`super::transport::RequestSender`]).
 //!
-//! Buckets, one for one: kernel bucket `b` holds the whole-microsecond samples in
-//! `[lower_bound_us(b), upper_bound_us(b) − 1]`, and the last bucket also everything beyond its
-//! nominal range. OTLP explicit bounds are inclusive upper bounds (bucket `i` counts
-//! `bounds[i−1] < v ≤ bounds[i]`), so `bounds[b] = (upper_bound_us(b) − 1) µs` — the same value
-//! as the Prometheus `le` — for every kernel bucket but the last, which is OTLP's overflow
-//! bucket: N kernel buckets, N − 1 bounds, N counts. Sum and count are the kernel's.
+//! Buckets, one for one (`--otlp-histograms`):
+//! - **exponential** (default): the kernel's buckets *are* base-2 exponential buckets at scale 3
+//!   of the sample in seconds (see `agent_common::hist`): cell 0 is `zero_count`, and cell
+//!   `c ≥ 1` is positive index `hist::index(c)`, upper-inclusive as OTLP defines. Only the range
+//!   from the first to the last non-empty bucket is sent, so a point carries a few dozen counts.
+//! - **explicit**: every kernel boundary as an explicit bound. Kernel cell `c` holds the
+//!   whole-microsecond samples in `(lower_us(c), upper_us(c)]`; OTLP explicit bounds are
+//!   inclusive upper bounds too, so `bounds[c] = upper_us(c) µs` for every cell but the last,
+//!   which also holds every longer sample and is OTLP's overflow bucket: N cells, N − 1 bounds,
+//!   N counts.
+//!
+//! Sum and count are the kernel's.
 //!
 //! Temporality follows `--otlp-temporality`. Delta points are the growth since the previous
 //! request was built (built every cycle, sent or not — as the SDK's delta counters are), so a
@@ -24,13 +30,18 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{InstrumentationScope, KeyValue},
     metrics::v1::{
-        AggregationTemporality, Histogram as OtlpHistogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Histogram as OtlpHistogram,
+        HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, exponential_histogram_data_point::Buckets,
         metric::Data,
     },
     resource::v1::Resource,
 };
 
-use super::{config::Temporality, instruments::zone_attributes};
+use super::{
+    config::{HistogramKind, Temporality},
+    instruments::zone_attributes,
+};
+use crate::export::exponential::Exponential;
 use crate::snapshot::{Histogram, RowLatency, Snapshot, ZoneKey};
 
 /// The two histograms of a latency row.
@@ -71,15 +82,22 @@ impl Which {
     }
 }
 
-/// The OTLP bound that closes kernel bucket `b`, in seconds: its largest whole microsecond.
-pub fn bound_seconds(b: u32) -> f64 {
-    hist::upper_bound_us(b).saturating_sub(1) as f64 / 1e6
+/// The OTLP bound that closes kernel cell `c`, in seconds: its largest whole microsecond.
+pub fn bound_seconds(c: u32) -> f64 {
+    hist::upper_us(c) as f64 / 1e6
 }
 
-/// Explicit bounds for `buckets` kernel buckets: one fewer, the last kernel bucket being OTLP's
-/// overflow bucket.
-pub fn explicit_bounds(buckets: usize) -> Vec<f64> {
-    (0..buckets.saturating_sub(1)).map(|b| bound_seconds(b as u32)).collect()
+/// The kernel cells an explicit-bounds point carries: all but the 18 below 12 µs that no whole
+/// microsecond falls in (their bound would repeat the one before, and bounds must increase).
+pub fn explicit_cells() -> Vec<u32> {
+    (0..hist::BUCKETS).filter(|c| *c == 0 || hist::upper_us(*c) > hist::upper_us(c - 1)).collect()
+}
+
+/// Explicit bounds of [`explicit_cells`]: one fewer, the last kernel cell being OTLP's overflow
+/// bucket.
+pub fn explicit_bounds() -> Vec<f64> {
+    let cells = explicit_cells();
+    cells[..cells.len() - 1].iter().map(|c| bound_seconds(*c)).collect()
 }
 
 /// One OTLP point of a kernel histogram (cumulative, or already a delta), unchanged.
@@ -90,13 +108,35 @@ pub fn data_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, t
         time_unix_nano: nanos(time),
         count: h.buckets.iter().fold(0u64, |a, n| a.saturating_add(*n)),
         sum: Some(h.sum_us as f64 / 1e6),
-        bucket_counts: h.buckets.clone(),
-        explicit_bounds: explicit_bounds(h.buckets.len()),
+        bucket_counts: explicit_cells().iter().map(|c| h.buckets.get(*c as usize).copied().unwrap_or(0)).collect(),
+        explicit_bounds: explicit_bounds(),
         exemplars: Vec::new(),
         flags: 0,
         // The kernel keeps no extremes; OTLP makes them optional.
         min: None,
         max: None,
+    }
+}
+
+/// One OTLP exponential point (scale 3) of a kernel histogram: the same buckets, trimmed.
+pub fn exponential_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, time: SystemTime) -> ExponentialHistogramDataPoint {
+    let e = Exponential::of(h);
+    ExponentialHistogramDataPoint {
+        attributes,
+        start_time_unix_nano: nanos(start),
+        time_unix_nano: nanos(time),
+        count: e.count(),
+        sum: Some(h.sum_us as f64 / 1e6),
+        scale: hist::SCALE,
+        zero_count: e.zero_count,
+        positive: Some(Buckets { offset: e.offset, bucket_counts: e.counts }),
+        negative: None,
+        flags: 0,
+        exemplars: Vec::new(),
+        min: None,
+        max: None,
+        // Only a 0 µs sample is zero: every other is at least 1 µs, above the first bucket's 2^-20 s.
+        zero_threshold: 0.0,
     }
 }
 
@@ -126,6 +166,7 @@ pub struct Histograms {
     scope: InstrumentationScope,
     scope_schema_url: String,
     delta: bool,
+    kind: HistogramKind,
     /// Start of every cumulative series (the exporter's creation, near the agent's start).
     start: SystemTime,
     /// Delta only: the cumulative histograms the previous request was built from, and when.
@@ -139,6 +180,7 @@ impl Histograms {
         resource: &opentelemetry_sdk::Resource,
         scope: &opentelemetry::InstrumentationScope,
         temporality: Temporality,
+        kind: HistogramKind,
         start: SystemTime,
     ) -> Self {
         Self {
@@ -147,6 +189,7 @@ impl Histograms {
             scope: (scope, None).into(),
             scope_schema_url: scope.schema_url().unwrap_or_default().to_string(),
             delta: temporality == Temporality::Delta,
+            kind,
             start,
             previous: HashMap::new(),
             previous_at: start,
@@ -158,7 +201,7 @@ impl Histograms {
         let mut metrics = Vec::new();
         let mut seen = HashMap::new();
         for which in Which::ALL {
-            let mut points = Vec::new();
+            let mut points: Vec<(Vec<KeyValue>, Histogram, SystemTime)> = Vec::new();
             for (key, row) in &snap.latency {
                 let h = which.of(row);
                 if h.buckets.is_empty() {
@@ -168,9 +211,9 @@ impl Histograms {
                 let series = (which, key.clone());
                 let point = if self.delta {
                     let grown = self.previous.get(&series).map_or_else(|| h.clone(), |before| growth(h, before));
-                    data_point(attributes, &grown, self.previous_at, now)
+                    (attributes, grown, self.previous_at)
                 } else {
-                    data_point(attributes, h, self.start, now)
+                    (attributes, h.clone(), self.start)
                 };
                 points.push(point);
                 if self.delta {
@@ -186,7 +229,16 @@ impl Histograms {
                 description: which.description().to_string(),
                 unit: "s".to_string(),
                 metadata: Vec::new(),
-                data: Some(Data::Histogram(OtlpHistogram { data_points: points, aggregation_temporality: temporality as i32 })),
+                data: Some(match self.kind {
+                    HistogramKind::Exponential => Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: points.iter().map(|(a, h, start)| exponential_point(a.clone(), h, *start, now)).collect(),
+                        aggregation_temporality: temporality as i32,
+                    }),
+                    HistogramKind::Explicit => Data::Histogram(OtlpHistogram {
+                        data_points: points.iter().map(|(a, h, start)| data_point(a.clone(), h, *start, now)).collect(),
+                        aggregation_temporality: temporality as i32,
+                    }),
+                }),
             });
         }
         if self.delta {
@@ -253,7 +305,7 @@ mod tests {
     fn builder(temporality: Temporality) -> Histograms {
         let resource = opentelemetry_sdk::Resource::builder_empty().with_attribute(SdkKeyValue::new("service.name", "azflow")).build();
         let scope = opentelemetry::InstrumentationScope::builder("azflow").with_version("9.9.9").build();
-        Histograms::new(&resource, &scope, temporality, at(1000))
+        Histograms::new(&resource, &scope, temporality, HistogramKind::Explicit, at(1000))
     }
 
     fn attributes(p: &HistogramDataPoint) -> BTreeMap<String, String> {
@@ -284,24 +336,34 @@ mod tests {
         out
     }
 
+    /// The counts an explicit point carries for a kernel histogram.
+    fn explicit(h: &Histogram) -> Vec<u64> {
+        explicit_cells().iter().map(|c| h.buckets[*c as usize]).collect()
+    }
+
+    /// Position of a sample's kernel cell among the explicit point's buckets.
+    fn slot(us: u64) -> usize {
+        explicit_cells().iter().position(|c| *c == hist::bucket(us)).expect("kept")
+    }
+
     #[test]
     fn bounds_close_each_kernel_bucket_at_its_largest_microsecond() {
-        let bounds = explicit_bounds(N);
-        assert_eq!(bounds.len(), N - 1);
+        let bounds = explicit_bounds();
+        assert_eq!(bounds.len(), explicit_cells().len() - 1);
+        assert_eq!(bounds.len(), N - 1 - 18, "the 18 cells no whole µs falls in are left out");
         assert!(bounds.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
         assert_eq!(&bounds[..3], &[0.0, 0.000001, 0.000002]);
-        assert_eq!(bounds[15], 0.000015);
-        assert_eq!(bounds[16], 0.000017, "first log-linear bucket is 16..=17 µs");
-        for (b, bound) in bounds.iter().enumerate() {
-            assert_eq!(*bound, (hist::upper_bound_us(b as u32) - 1) as f64 / 1e6, "the Prometheus le of bucket {b}");
+        for (i, c) in explicit_cells()[..bounds.len()].iter().enumerate() {
+            assert_eq!(bounds[i], hist::upper_us(*c) as f64 / 1e6, "the Prometheus le of cell {c}");
         }
         // OTLP's rule (bounds[i-1] < v ≤ bounds[i], last bucket unbounded) puts every whole
         // microsecond, in range or far beyond, in the kernel's bucket.
+        let cells = explicit_cells();
         let mut v = 0u64;
         while v < 100_000_000 {
             let s = v as f64 / 1e6;
             let otlp = bounds.partition_point(|b| *b < s);
-            assert_eq!(otlp, hist::bucket(v) as usize, "{v} µs");
+            assert_eq!(cells[otlp], hist::bucket(v), "{v} µs");
             v = v + 1 + v / 61;
         }
     }
@@ -331,8 +393,8 @@ mod tests {
             let p = points(&req, name);
             assert_eq!(p.len(), 1, "{name}: one point, the row with samples");
             let p = p[0];
-            assert_eq!(p.bucket_counts, want.buckets, "{name}: the kernel's counts");
-            assert_eq!(p.explicit_bounds, explicit_bounds(N));
+            assert_eq!(p.bucket_counts, explicit(want), "{name}: the kernel's counts");
+            assert_eq!(p.explicit_bounds, explicit_bounds());
             assert_eq!(p.count, want.buckets.iter().sum::<u64>());
             assert_eq!(p.sum, Some(want.sum_us as f64 / 1e6));
             assert_eq!((p.min, p.max), (None, None));
@@ -351,8 +413,8 @@ mod tests {
         }
         let p = points(&req, "azflow.tcp.rtt")[0];
         assert_eq!(p.count, 12);
-        assert_eq!(p.bucket_counts[5], 2);
-        assert_eq!(p.bucket_counts[N - 1], 1, "60 s is in the last kernel bucket, OTLP's overflow bucket");
+        assert_eq!(p.bucket_counts[slot(5)], 2);
+        assert_eq!(p.bucket_counts.last(), Some(&1), "60 s is in the last kernel bucket, OTLP's overflow bucket");
         assert_eq!(p.sum, Some(60_256_161.0 / 1e6), "the kernel's sum of whole microseconds, in seconds");
     }
 
@@ -393,11 +455,11 @@ mod tests {
         assert_eq!((pb.start_time_unix_nano, pb.time_unix_nano), (1010 * 1_000_000_000, 1020 * 1_000_000_000));
         assert_eq!(pb.count, 2);
         assert_eq!(pb.sum, Some(0.0045));
-        assert_eq!(pb.bucket_counts[hist::bucket(1500) as usize], 1);
-        assert_eq!(pb.bucket_counts[hist::bucket(3000) as usize], 1);
+        assert_eq!(pb.bucket_counts[slot(1500)], 1);
+        assert_eq!(pb.bucket_counts[slot(3000)], 1);
         assert_eq!(pb.bucket_counts.iter().sum::<u64>(), 2);
         let pc = p.iter().find(|p| attributes(p)["dst.zone_id"] == "use1-az3").expect("c");
-        assert_eq!((pc.count, pc.bucket_counts.clone(), pc.start_time_unix_nano), (1, later.buckets, 1010 * 1_000_000_000));
+        assert_eq!((pc.count, pc.bucket_counts.clone(), pc.start_time_unix_nano), (1, explicit(&later), 1010 * 1_000_000_000));
 
         // Nothing new: zero-count points, not silence.
         let req = h.request(&snap, at(1030)).expect("request");
@@ -406,9 +468,101 @@ mod tests {
         // A series that went backwards starts over.
         let snap = snapshot(vec![(b, RowLatency { rtt: first.clone(), ..RowLatency::default() })]);
         let req = h.request(&snap, at(1040)).expect("request");
-        assert_eq!(points(&req, "azflow.tcp.rtt")[0].bucket_counts, first.buckets);
+        assert_eq!(points(&req, "azflow.tcp.rtt")[0].bucket_counts, explicit(&first));
     }
 
+
+    fn exponential_points<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> Vec<&'a ExponentialHistogramDataPoint> {
+        let mut out = Vec::new();
+        for m in metrics(req).into_iter().filter(|m| m.name == name) {
+            match &m.data {
+                Some(Data::ExponentialHistogram(h)) => out.extend(&h.data_points),
+                other => panic!("{name} is not an exponential histogram: {other:?}"),
+            }
+        }
+        out
+    }
+
+    /// q-quantile (seconds) of an exponential point, linear inside the bucket (2^(i/8), 2^((i+1)/8)].
+    fn exponential_quantile(p: &ExponentialHistogramDataPoint, q: f64) -> f64 {
+        let rank = q * p.count as f64;
+        if rank <= p.zero_count as f64 {
+            return 0.0;
+        }
+        let b = p.positive.as_ref().expect("positive");
+        let mut seen = p.zero_count as f64;
+        for (k, n) in b.bucket_counts.iter().enumerate() {
+            let n = *n as f64;
+            if n > 0.0 && seen + n >= rank {
+                let i = f64::from(b.offset + k as i32);
+                let (lo, hi) = ((i / 8.0).exp2(), ((i + 1.0) / 8.0).exp2());
+                return lo + (hi - lo) * (rank - seen) / n;
+            }
+            seen += n;
+        }
+        f64::NAN
+    }
+
+    /// q-quantile (seconds) of an explicit point, linear inside the bucket (bounds[i-1], bounds[i]].
+    fn explicit_quantile(p: &HistogramDataPoint, q: f64) -> f64 {
+        let rank = q * p.count as f64;
+        let mut seen = 0.0;
+        for (i, n) in p.bucket_counts.iter().enumerate() {
+            let n = *n as f64;
+            if n > 0.0 && seen + n >= rank {
+                let lo = if i == 0 { 0.0 } else { p.explicit_bounds[i - 1] };
+                let hi = p.explicit_bounds.get(i).copied().unwrap_or(lo);
+                return lo + (hi - lo) * (rank - seen) / n;
+            }
+            seen += n;
+        }
+        f64::NAN
+    }
+
+    #[test]
+    fn exponential_points_are_the_kernel_buckets_at_scale_3() {
+        let samples = [0, 5, 5, 16, 17, 18, 120, 130, 1499, 1500, 1501, 1600, 250_000, 60_000_000];
+        let rtt = kernel_histogram(&samples);
+        let b = zone("us-east-1b", "use1-az2", TrafficClass::CrossAz);
+        let snap = snapshot(vec![(b, RowLatency { rtt: rtt.clone(), ..RowLatency::default() })]);
+        let resource = opentelemetry_sdk::Resource::builder_empty().build();
+        let scope = opentelemetry::InstrumentationScope::builder("azflow").build();
+        let req = Histograms::new(&resource, &scope, Temporality::Cumulative, HistogramKind::Exponential, at(1000))
+            .request(&snap, at(1060))
+            .expect("a request");
+        let p = exponential_points(&req, "azflow.tcp.rtt");
+        assert_eq!(p.len(), 1);
+        let p = p[0];
+        assert_eq!((p.scale, p.zero_count, p.zero_threshold), (3, 1, 0.0));
+        assert_eq!((p.count, p.sum), (samples.len() as u64, Some(rtt.sum_us as f64 / 1e6)));
+        let buckets = p.positive.as_ref().expect("positive buckets");
+        assert!(p.negative.is_none());
+        // Each sample, by the spec's own rule (index i holds (2^(i/8), 2^((i+1)/8)] s), is in the
+        // bucket it was counted in.
+        let mut want = vec![0u64; buckets.bucket_counts.len()];
+        for s in samples.iter().filter(|s| **s > 0) {
+            let secs = *s as f64 / 1e6;
+            let i = (secs.log2() * 8.0).ceil() as i32 - 1;
+            let i = i.min(hist::MAX_INDEX);
+            want[(i - buckets.offset) as usize] += 1;
+        }
+        assert_eq!(buckets.bucket_counts, want);
+        assert_eq!(buckets.offset, -141, "5 µs is in (2^(-141/8), 2^(-140/8)] s");
+        assert_eq!(buckets.bucket_counts.last(), Some(&1), "60 s: the last bucket");
+
+        // The same snapshot exported with explicit bounds: the same quantiles, up to where inside
+        // one bucket each interpolates (the real bound 2^(i/8) or the whole microsecond below it):
+        // at most one bucket's width, 2^(1/8) − 1 of the value, or 1 µs where buckets are finer.
+        let explicit_req = Histograms::new(&resource, &scope, Temporality::Cumulative, HistogramKind::Explicit, at(1000))
+            .request(&snap, at(1060))
+            .expect("a request");
+        let e = points(&explicit_req, "azflow.tcp.rtt")[0];
+        assert_eq!(e.count, p.count);
+        for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
+            let (x, y) = (exponential_quantile(p, q), explicit_quantile(e, q));
+            assert!((x - y).abs() <= (y * (2f64.powf(0.125) - 1.0)).max(1e-6), "q{q}: exponential {x} vs explicit {y}");
+        }
+    }
 
     /// The SDK's request and ours carry the same resource and scope.
     #[test]
@@ -426,7 +580,7 @@ mod tests {
         let sdk = ExportMetricsServiceRequest::from(&rm);
 
         let snap = snapshot(vec![(zone("b", "b-id", TrafficClass::CrossAz), RowLatency { rtt: kernel_histogram(&[10]), ..RowLatency::default() })]);
-        let ours = Histograms::new(&resource, &scope, Temporality::Cumulative, at(1)).request(&snap, at(2)).expect("request");
+        let ours = Histograms::new(&resource, &scope, Temporality::Cumulative, HistogramKind::Explicit, at(1)).request(&snap, at(2)).expect("request");
         let sorted = |r: &ResourceMetrics| {
             let mut a: Vec<String> = r.resource.as_ref().expect("resource").attributes.iter().map(|kv| format!("{kv:?}")).collect();
             a.sort();

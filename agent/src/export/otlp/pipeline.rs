@@ -86,7 +86,7 @@ impl OtlpExporter {
         let attrs = resource::attributes(host, cfg, machine).into_iter().map(|(k, v)| KeyValue::new(k, v));
         let resource = Resource::builder_empty().with_attributes(attrs).build();
         let scope = InstrumentationScope::builder("azflow").with_version(env!("CARGO_PKG_VERSION")).build();
-        let histograms = Histograms::new(&resource, &scope, cfg.temporality, SystemTime::now());
+        let histograms = Histograms::new(&resource, &scope, cfg.temporality, cfg.histograms, SystemTime::now());
         let provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader.clone()).build();
         let meter = provider.meter_with_scope(scope);
         let cell = SnapshotCell::default();

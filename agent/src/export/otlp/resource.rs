@@ -76,7 +76,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::export::otlp::config::{Compression, Protocol, Temporality};
+    use crate::export::otlp::config::{Compression, HistogramKind, Protocol, Temporality};
 
     fn cfg(resource: &[(&str, &str)], node: Option<&str>) -> OtlpConfig {
         OtlpConfig {
@@ -89,6 +89,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             interval: Duration::from_secs(1),
             temporality: Temporality::Cumulative,
+            histograms: HistogramKind::Exponential,
             dst_subnet_series: 0,
             resource: resource.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             k8s_node_name: node.map(String::from),
