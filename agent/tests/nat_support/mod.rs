@@ -97,7 +97,20 @@ pub fn install(node: &Host, shape: Shape, family: Family, backends: &[(String, u
 /// traffic (kubelet, CoreDNS) always gives it: the agent finds conntrack tracking connections in
 /// its first dump and makes Service destinations wait from the start.
 pub fn warm_up(client: &Host, family: Family) {
-    client.run_traffic(["ask", "--to", &vip_addr(family), "--connections", "1", "--bytes", "100", "--reply", "10"]).expect("warm-up connection to the VIP");
+    let vip = vip_addr(family);
+    client.run_traffic(["ask", "--to", &vip, "--connections", "1", "--bytes", "100", "--reply", "10"]).expect("warm-up connection to the VIP");
+    // The warm-up socket may still be closing (the server closes when idle). A socket seen before
+    // NAT is armed keeps counting directly under the VIP, so its last packets must not fall into
+    // a measurement: wait until only TIME-WAIT (no socket, no cache) is left.
+    for _ in 0..100 {
+        let out = netns::exec_command(client.netns(), "ss").args(["-Htn", "dst", &vip]).output().expect("ss");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().all(|l| l.trim().is_empty() || l.starts_with("TIME-WAIT")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the warm-up connection to {vip} never closed");
 }
 
 pub fn wait_armed(agent: &Agent) {
