@@ -99,18 +99,21 @@ pub fn install(node: &Host, shape: Shape, family: Family, backends: &[(String, u
 pub fn warm_up(client: &Host, family: Family) {
     let vip = vip_addr(family);
     client.run_traffic(["ask", "--to", &vip, "--connections", "1", "--bytes", "100", "--reply", "10"]).expect("warm-up connection to the VIP");
-    // The warm-up socket may still be closing (the server closes when idle). A socket seen before
-    // NAT is armed keeps counting directly under the VIP, so its last packets must not fall into
-    // a measurement: wait until only TIME-WAIT (no socket, no cache) is left.
+    // Sockets to the VIP that are still open now (the warm-up closing, or connections an earlier
+    // round's conntrack flush left hanging) would be first seen by the next agent before NAT is
+    // armed, and rightly keep counting directly under the VIP: their last packets must not fall
+    // into a measurement. Destroy them (ss -K) and wait until only TIME-WAIT (no socket) is left.
+    let mut left = String::new();
     for _ in 0..100 {
+        let _ = netns::exec_command(client.netns(), "ss").args(["-HtnK", "dst", &vip]).output();
         let out = netns::exec_command(client.netns(), "ss").args(["-Htn", "dst", &vip]).output().expect("ss");
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.lines().all(|l| l.trim().is_empty() || l.starts_with("TIME-WAIT")) {
+        left = String::from_utf8_lossy(&out.stdout).into_owned();
+        if left.lines().all(|l| l.trim().is_empty() || l.starts_with("TIME-WAIT")) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("the warm-up connection to {vip} never closed");
+    panic!("sockets to {vip} still open after the warm-up:\n{left}");
 }
 
 pub fn wait_armed(agent: &Agent) {
