@@ -8,56 +8,18 @@ mod common;
 use std::time::Duration;
 
 use azflow_tests::{Family, TestBed, Zone};
-use common::{Agent, Metrics, rel_err, write_topology, zone_labels};
+use common::{
+    Agent, rel_err,
+    latency::{measure_until_valid, on_time, quantile_us},
+    write_topology, zone_labels,
+};
 
 const TOLERANCE: f64 = 0.10;
 const BASE_PROBE_US: f64 = 100.0;
 
-
-/// A run whose delay line delivered packets later than this on average did not inject the delay
-/// the test expects (the machine was busy: steal time, other work); it is measured again rather
-/// than judged. A run that was on time is judged, and fails on any mismatch.
-const LATE_LIMIT_US: f64 = 20.0;
-const ATTEMPTS: u32 = 3;
-
-/// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
-/// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
-fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
-    let mut buckets: Vec<(f64, f64)> = m
-        .series
-        .iter()
-        .filter(|(n, l, _)| n == &format!("{name}_bucket") && l.get("dst_zone_id").map(String::as_str) == Some(zone_id))
-        .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), *v))
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
-        if c >= rank {
-            if le.is_infinite() {
-                return Some(prev.0 * 1e6);
-            }
-            let frac = if c > prev.1 { (rank - prev.1) / (c - prev.1) } else { 0.0 };
-            return Some((prev.0 + (le - prev.0) * frac) * 1e6);
-        }
-        prev = (le, c);
-    }
-    None
-}
-
 #[test]
 fn ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() {
-    for attempt in 1..=ATTEMPTS {
-        if attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay().is_some() {
-            return;
-        }
-        println!("attempt {attempt} of {ATTEMPTS} was not a valid measurement; measuring again");
-    }
-    panic!("the delay line ran late in all {ATTEMPTS} attempts: this machine is too busy to measure latency");
+    measure_until_valid(attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay);
 }
 
 /// One measurement; `None` when the delay line did not inject what the test expects.
@@ -85,9 +47,7 @@ fn attempt_ebpf_rtt_and_connect_time_per_zone_pair_follow_the_injected_delay() -
     }
     let m = agent.settled();
     let stats = delay.stop().expect("delay line stats");
-    println!("delay line: {stats:?}");
-    if stats.late_mean_us > LATE_LIMIT_US {
-        println!("the delay line ran {:.1} µs late on average (limit {LATE_LIMIT_US}): not a valid measurement", stats.late_mean_us);
+    if !on_time(&stats) {
         return None;
     }
 

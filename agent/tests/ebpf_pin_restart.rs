@@ -7,22 +7,13 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use azflow_tests::{Family, TestBed};
-use common::{Agent, rel_err, write_topology, zone_labels};
+use common::{Agent, Uninstall, ensure_bpffs, rel_err, write_topology, zone_labels};
 
 const TOLERANCE: f64 = 0.005;
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new("bpftool").arg("-j").args(args).output().expect("bpftool");
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-/// Hosts mount a BPF filesystem at /sys/fs/bpf at boot (systemd does); this machine may not.
-fn ensure_bpffs() {
-    let out = Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
-    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
-        let st = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status().expect("mount");
-        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
-    }
 }
 
 #[test]
@@ -33,13 +24,6 @@ fn ebpf_pinned_restart_under_traffic_keeps_totals_and_uninstall_removes_everythi
     std::fs::create_dir_all(&dir).expect("temp dir");
     let topo = write_topology(&bed, &dir);
     let pin_path = format!("/sys/fs/bpf/azft-pin-{}", std::process::id());
-    // If the test fails midway, its pins must not outlive it.
-    struct Uninstall(String);
-    impl Drop for Uninstall {
-        fn drop(&mut self) {
-            let _ = Command::new(env!("CARGO_BIN_EXE_azflow")).args(["uninstall", "--pin-path", &self.0]).output();
-        }
-    }
     let _guard = Uninstall(pin_path.clone());
     let args = ["--topology", topo.to_str().expect("utf-8"), "--pin", "--pin-path", &pin_path];
     let (_, zone_b) = zone_labels(bed.host("b1").zone());

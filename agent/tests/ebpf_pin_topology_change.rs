@@ -16,9 +16,9 @@ use std::{
 
 use azflow_tests::{Family, TestBed, Zone, addressing};
 use common::{
-    Agent, Metrics,
+    Agent, Metrics, Uninstall,
     aws::{Imds, Instance, Moto, aws_env},
-    rel_err, zone_labels,
+    ensure_bpffs, rel_err, zone_labels,
 };
 
 const TOLERANCE: f64 = 0.005;
@@ -36,22 +36,6 @@ fn topology(bed: &TestBed, subnets: &[(Zone, Family)]) -> String {
         s.push_str(&format!("[[subnet]]\ncidr = \"{}\"\nzone = \"{zone}\"\nzone_id = \"{id}\"\n\n", z.subnet(*family)));
     }
     s
-}
-
-fn ensure_bpffs() {
-    let out = std::process::Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
-    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
-        let st = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status().expect("mount");
-        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
-    }
-}
-
-/// Removes the pins however the test ends.
-struct Uninstall(String);
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_azflow")).args(["uninstall", "--pin-path", &self.0]).output();
-    }
 }
 
 /// Traffic from a1 that never stops while the agents come and go: request/response and bulk to

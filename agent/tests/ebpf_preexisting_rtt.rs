@@ -8,55 +8,17 @@ mod common;
 use std::time::Duration;
 
 use azflow_tests::{Family, TestBed, Zone, process::Proc, protocol::Report};
-use common::{Agent, Metrics, rel_err, write_topology, zone_labels};
+use common::{
+    Agent, Uninstall, ensure_bpffs, rel_err,
+    latency::{measure_until_valid, on_time, quantile_us},
+    write_topology, zone_labels,
+};
 
 const BASE_PROBE_US: f64 = 100.0;
 
-
-/// A run whose delay line delivered packets later than this on average did not inject the delay
-/// the test expects (the machine was busy: steal time, other work); it is measured again rather
-/// than judged. A run that was on time is judged, and fails on any mismatch.
-const LATE_LIMIT_US: f64 = 20.0;
-const ATTEMPTS: u32 = 3;
-
-/// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
-/// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
-fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
-    let mut buckets: Vec<(f64, f64)> = m
-        .series
-        .iter()
-        .filter(|(n, l, _)| n == &format!("{name}_bucket") && l.get("dst_zone_id").map(String::as_str) == Some(zone_id))
-        .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), *v))
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
-        if c >= rank {
-            if le.is_infinite() {
-                return Some(prev.0 * 1e6);
-            }
-            let frac = if c > prev.1 { (rank - prev.1) / (c - prev.1) } else { 0.0 };
-            return Some((prev.0 + (le - prev.0) * frac) * 1e6);
-        }
-        prev = (le, c);
-    }
-    None
-}
-
 #[test]
 fn ebpf_connections_opened_before_the_agent_get_rtt() {
-    for attempt in 1..=ATTEMPTS {
-        if attempt_ebpf_connections_opened_before_the_agent_get_rtt().is_some() {
-            return;
-        }
-        println!("attempt {attempt} of {ATTEMPTS} was not a valid measurement; measuring again");
-    }
-    panic!("the delay line ran late in all {ATTEMPTS} attempts: this machine is too busy to measure latency");
+    measure_until_valid(attempt_ebpf_connections_opened_before_the_agent_get_rtt);
 }
 
 /// One measurement; `None` when the delay line did not inject what the test expects.
@@ -101,9 +63,7 @@ fn attempt_ebpf_connections_opened_before_the_agent_get_rtt() -> Option<()> {
     bed.run_rr("a1", "x1", 2_000, 100, Family::V4).expect("base probe");
     let m = agent.settled();
     let stats = delay.stop().expect("delay line stats");
-    println!("delay line: {stats:?}");
-    if stats.late_mean_us > LATE_LIMIT_US {
-        println!("the delay line ran {:.1} µs late on average (limit {LATE_LIMIT_US}): not a valid measurement", stats.late_mean_us);
+    if !on_time(&stats) {
         return None;
     }
     let base = quantile_us(&m, "azflow_tcp_rtt_seconds", "unknown", 0.5).expect("base samples") - 2.0 * BASE_PROBE_US;
@@ -124,15 +84,6 @@ fn attempt_ebpf_connections_opened_before_the_agent_get_rtt() -> Option<()> {
     Some(())
 }
 
-/// Hosts mount a BPF filesystem at /sys/fs/bpf at boot (systemd does); this machine may not.
-fn ensure_bpffs() {
-    let out = std::process::Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
-    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
-        let st = std::process::Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status().expect("mount");
-        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
-    }
-}
-
 /// A pinned restart (`--pin`) under the same traffic: the kernel keeps sampling the connection
 /// that predates both agents while one replaces the other, so the samples taken between the old
 /// agent's last scrape and the new agent's first cover the whole gap.
@@ -144,12 +95,6 @@ fn ebpf_pinned_restart_keeps_sampling_connections_older_than_the_agent() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let topo = write_topology(&bed, &dir);
     let pin_path = format!("/sys/fs/bpf/azft-prertt-{}", std::process::id());
-    struct Uninstall(String);
-    impl Drop for Uninstall {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_azflow")).args(["uninstall", "--pin-path", &self.0]).output();
-        }
-    }
     let _guard = Uninstall(pin_path.clone());
     let delay = bed.delay_line(&[(Zone::A, Zone::B, Duration::from_micros(750))]).expect("delay line");
     let server = bed.host("b1").start_tcp_server(Family::V4, 1).expect("server");

@@ -130,7 +130,7 @@ fn is_bpffs(p: &Path) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<libc::c_long> {
+pub(crate) fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, zero-padded bpf_attr of the given size for `cmd`.
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }

@@ -15,12 +15,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::ebpf::pin::{open_pinned, sys_bpf};
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
@@ -121,13 +122,9 @@ impl LedgerStore {
 
     /// The pinned ledger at `path`, if there is one.
     pub fn open(path: &Path) -> Result<Option<Self>, StoreError> {
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return Ok(None) };
-        let mut attr = [0u8; 16];
-        attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-        match sys_bpf(BPF_OBJ_GET, &mut attr) {
-            // SAFETY: the kernel returned a new fd we now own.
-            Ok(fd) => Ok(Some(Self { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) }, path: path.to_path_buf(), held: [[None; 2]; 2] })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        match open_pinned(path) {
+            Ok(fd) => Ok(Some(Self { fd, path: path.to_path_buf(), held: [[None; 2]; 2] })),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidInput) => Ok(None),
             Err(source) => Err(StoreError::Io { what: "opening the ledger", path: path.display().to_string(), source }),
         }
     }
@@ -219,13 +216,6 @@ fn elem_attr(fd: &OwnedFd, key: &u32, value: *mut u8) -> [u8; 32] {
     attr[8..16].copy_from_slice(&(std::ptr::from_ref(key) as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(value as u64).to_ne_bytes());
     attr
-}
-
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, zero-padded bpf_attr of the given size for `cmd`, and every
-    // pointer in it is live for the call.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each suite uses a different part of the harness")]
 
 pub mod aws;
+pub mod latency;
 
 use std::{
     collections::BTreeMap,
@@ -255,4 +256,23 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 /// |a − b| / b, for tolerance checks.
 pub fn rel_err(measured: f64, truth: f64) -> f64 {
     if truth == 0.0 { if measured == 0.0 { 0.0 } else { f64::INFINITY } } else { (measured - truth).abs() / truth }
+}
+
+/// Hosts mount a BPF filesystem at /sys/fs/bpf at boot (systemd does); this machine may not.
+pub fn ensure_bpffs() {
+    let out = Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
+    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
+        let st = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status().expect("mount");
+        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
+    }
+}
+
+/// Removes the pins under its path however the test ends (a failing test's pins must not
+/// outlive it).
+pub struct Uninstall(pub String);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_azflow")).args(["uninstall", "--pin-path", &self.0]).output();
+    }
 }
