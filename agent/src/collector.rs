@@ -54,6 +54,12 @@ pub struct Collector {
     zones: ZoneTable,
     /// Pinned: where the totals and the table are recorded for the next agent.
     ledger: Option<LedgerSink>,
+    /// Slots a table change gave up, with the labels they had. A socket classified before the
+    /// change counts into its old slot until its next packet sees the new generation, which can
+    /// be after the drain that preceded the change: so each is read, and credited to its old
+    /// labels, at every drain until the allocator hands it out again (not before the next
+    /// change, whose preceding drain is its last read).
+    retired: BTreeMap<u32, SlotLabels>,
 }
 
 /// The ledger of a pinned agent (see `ledger`).
@@ -98,6 +104,7 @@ impl Collector {
             None => (None, None),
         };
         let mut acc = Accumulator::default();
+        let mut retired = BTreeMap::new();
         let mut nat_user = NatSnapshot { enabled: nat_setup.candidates, ..NatSnapshot::default() };
         match restored {
             // Adopted maps (a restart with --pin) and the ledger of the agent that counted into
@@ -110,6 +117,7 @@ impl Collector {
                     .chain(l.acc.last.iter().map(|(s, _)| *s))
                     .collect();
                 acc.absorb(&maps.read_counters(slots)?, |slot| meaning_in(&l.table.labels, slot));
+                retired = l.table.labels.into_iter().filter(|(slot, _)| !table.slots.contains_key(slot)).collect();
                 let n = l.acc.nat_unresolved;
                 (nat_user.unresolved_bytes, nat_user.unresolved_packets) = ([n[0], n[2]], [n[1], n[3]]);
                 tracing::info!(generation = previous, "continuing the previous agent's totals from its ledger");
@@ -151,6 +159,7 @@ impl Collector {
             zones,
             ledger: persist,
             workloads: None,
+            retired,
         };
         collector.record_table();
         collector.record_totals();
@@ -178,7 +187,16 @@ impl Collector {
         if self.ledger.is_none() {
             return;
         }
-        let state = TableRecord { generation: self.generation, slots: &self.slots, zones: &self.zones, labels: &self.table.slots };
+        // The next agent reads the retired slots with these labels too (a restart right after a
+        // change must not lose what sockets still counted into them).
+        let merged;
+        let labels = if self.retired.is_empty() {
+            &self.table.slots
+        } else {
+            merged = self.table.slots.iter().chain(&self.retired).map(|(s, l)| (*s, l.clone())).collect();
+            &merged
+        };
+        let state = TableRecord { generation: self.generation, slots: &self.slots, zones: &self.zones, labels };
         self.write_ledger(Record::Table, ledger::state::encode(&state));
     }
 
@@ -208,7 +226,7 @@ impl Collector {
     }
 
     /// Swaps in a new table built by `slots` and `zones`: drains first so every byte counted so
-    /// far keeps its old labels.
+    /// far keeps its old labels; slots the new table drops are retired (see `retired`).
     pub fn replace_table(&mut self, table: KernelTable, slots: SlotAllocator, zones: ZoneTable) -> Result<Arc<Snapshot>, MapsError> {
         let table = if self.nat_armed { table.with_nat_candidates() } else { table };
         let snap = self.drain();
@@ -216,7 +234,10 @@ impl Collector {
         self.maps.sync(&table.v4, &table.v6, generation)?;
         self.generation = generation;
         self.latency_rows = latency_rows(&table);
-        self.table = table;
+        let old = std::mem::replace(&mut self.table, table);
+        let current = &self.table.slots;
+        self.retired.retain(|slot, _| !current.contains_key(slot));
+        self.retired.extend(old.slots.into_iter().filter(|(slot, _)| !current.contains_key(slot)));
         self.topology_loaded_at = SystemTime::now();
         (self.slots, self.zones) = (slots, zones);
         self.record_table();
@@ -257,10 +278,10 @@ impl Collector {
     }
 
     fn try_drain(&mut self) -> Result<Snapshot, MapsError> {
-        let slots = std::iter::once(SLOT_NO_MATCH).chain(self.table.slots.keys().copied());
+        let slots = std::iter::once(SLOT_NO_MATCH).chain(self.table.slots.keys().copied()).chain(self.retired.keys().copied());
         let reads = self.maps.read_counters(slots)?;
-        let table = &self.table;
-        self.acc.absorb(&reads, |slot| slot_meaning(table, slot));
+        let (table, retired) = (&self.table, &self.retired);
+        self.acc.absorb(&reads, |slot| slot_meaning(table, slot).or_else(|| meaning_in(retired, slot)));
         let nat = self.sweep_nat()?;
         let (workload_flows, workload_stats) = match &mut self.workloads {
             Some(a) => {
