@@ -98,8 +98,9 @@ impl WorkloadMaps {
         ids
     }
 
-    /// Every non-zero counter cell, summed over CPUs.
-    pub fn read_counters(&self) -> Result<Vec<WorkloadCell>, MapsError> {
+    /// Every non-zero counter cell of the indices below `indices`, summed over CPUs (the map
+    /// is sized for every index the cap allows; a host uses a few).
+    pub fn read_counters(&self, indices: u32) -> Result<Vec<WorkloadCell>, MapsError> {
         let name = map_names::WL_COUNTERS;
         let sum = |a: Counter, b: Counter| Counter {
             bytes: a.bytes.wrapping_add(b.bytes),
@@ -108,9 +109,11 @@ impl WorkloadMaps {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, source)| MapsError::Batch { name, source })?
             .get() as usize;
-        let whole = batch::sum_per_cpu_array(
+        let len = abi::cells(indices).min(self.counters.len());
+        let whole = batch::sum_per_cpu_range(
             self.counters.map().fd().as_fd(),
-            self.counters.len(),
+            0,
+            len,
             cpus,
             Counter::default(),
             sum,
@@ -118,7 +121,7 @@ impl WorkloadMaps {
         .map_err(|source| MapsError::Batch { name, source })?;
         let cells: Vec<Counter> = match whole {
             Some(all) => all,
-            None => (0..self.counters.len())
+            None => (0..len)
                 .map(|i| {
                     Ok(self
                         .counters

@@ -36,6 +36,9 @@ pub struct Attribution {
     totals: WorkloadTotals,
     pod_labels: bool,
     stats: WorkloadStats,
+    /// One past the highest index the adopted counters had counted under: read on (and
+    /// credited as today) until this agent's own indices pass it.
+    adopted_bound: u32,
 }
 
 impl Attribution {
@@ -51,6 +54,7 @@ impl Attribution {
             last_walk: None,
             totals: WorkloadTotals::new(series_cap),
             pod_labels: cfg.pod_labels,
+            adopted_bound: 0,
             stats: WorkloadStats {
                 enabled: true,
                 cgroup_capacity: cfg.max_cgroups,
@@ -64,7 +68,10 @@ impl Attribution {
     /// counters as the baseline, and write the first walk.
     pub fn start(&mut self, maps: &mut KernelMaps) -> Result<(), MapsError> {
         maps.workloads.clear()?;
-        self.totals.baseline(&maps.workloads.read_counters()?);
+        // Every index: adopted (pinned) maps may hold counts under any of them.
+        let adopted = maps.workloads.read_counters(u32::MAX)?;
+        self.adopted_bound = adopted.iter().map(|c| c.index + 1).max().unwrap_or(0);
+        self.totals.baseline(&adopted);
         self.stats.index_capacity = maps.workloads.capacity();
         self.walk(maps, Instant::now(), &[])
     }
@@ -129,7 +136,7 @@ impl Attribution {
         maps: &KernelMaps,
         rows: &BTreeMap<u32, ZoneKey>,
     ) -> Result<(), MapsError> {
-        let cells = maps.workloads.read_counters()?;
+        let cells = maps.workloads.read_counters(self.registry.index_bound().max(self.adopted_bound))?;
         let labels: BTreeMap<u32, WorkloadLabels> = cells
             .iter()
             .map(|c| (c.index, self.labels(c.index)))
