@@ -62,6 +62,8 @@ pub struct Collector {
     retired: BTreeMap<u32, SlotLabels>,
     /// Drains until the next read of every slot's counters (see `read_slot_counters`).
     until_full_read: u32,
+    /// (generation, subnets in `table`): counted once per table, not at every drain.
+    subnet_count: (u32, u64),
 }
 
 /// Every this many drains (and at the first), the counters of every slot are read instead of
@@ -169,6 +171,7 @@ impl Collector {
             workloads: None,
             retired,
             until_full_read: 0,
+            subnet_count: (0, 0),
         };
         collector.record_table();
         collector.record_totals();
@@ -287,6 +290,9 @@ impl Collector {
     }
 
     fn try_drain(&mut self) -> Result<Snapshot, MapsError> {
+        if self.subnet_count.0 != self.generation {
+            self.subnet_count = (self.generation, self.table.slots.values().filter(|l| l.kind == SlotKind::Subnet).count() as u64);
+        }
         let reads = self.read_slot_counters()?;
         let (table, retired) = (&self.table, &self.retired);
         self.acc.absorb(&reads, |slot| slot_meaning(table, slot).or_else(|| meaning_in(retired, slot)));
@@ -328,7 +334,7 @@ impl Collector {
             drains: 0,
             drain_failures: 0,
             last_drain: Default::default(),
-            subnets: self.table.slots.values().filter(|l| l.kind == SlotKind::Subnet).count() as u64,
+            subnets: self.subnet_count.1,
             topology_generation: self.generation,
             topology_loaded_at: Some(self.topology_loaded_at),
             agent_counters: self.self_metrics.counters(),
