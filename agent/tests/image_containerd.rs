@@ -11,13 +11,18 @@
 //!   line the ConfigMap carries commented out);
 //! - `AZFLOW_AWS=off` (nothing may reach the metadata address), `AZFLOW_PROMETHEUS` on a free
 //!   loopback port (host network: 0.0.0.0:9464 would be this machine's), `AZFLOW_PIN_PATH` a
-//!   directory of its own in bpffs, removed afterwards.
+//!   directory of its own in bpffs, removed afterwards;
+//! - the runtime state volumes' sources are the test containerd's task bundles and CRI-O and
+//!   Docker state the test writes (see `image_support::runtimes`); the hostPath `type` is checked
+//!   (or the directory created) as the kubelet does, and `recursiveReadOnly` translated as the
+//!   kubelet translates it for this runtime (CRI Status).
 //!
 //! Asserted: the programs are attached to the cgroup (bpftool, from outside); the counts equal
 //! wire truth within 0.5 % as in `ebpf_accuracy.rs`; `/healthz` and `/readyz` answer 200; the
 //! process's effective, permitted and bounding capabilities are exactly BPF, PERFMON and
 //! NET_ADMIN; root is read-only, no_new_privs is set, the network namespace is the host's; the
-//! conntrack reader (NAT, CAP_NET_ADMIN) runs; SIGTERM through StopContainer ends it in time
+//! conntrack reader (NAT, CAP_NET_ADMIN) runs; the runtime state is mounted read-only and the
+//! agent names a containerd pod, a CRI-O pod and a Docker container below the bed from it; SIGTERM through StopContainer ends it in time
 //! with exit code 0; `azflow uninstall` then leaves nothing on the cgroup.
 //!
 //! Root only; without root, the tools or the image it prints SKIPPED, and with
@@ -43,6 +48,7 @@ use image_support::{
     daemonset::{AgentContainer, VolumeSource},
     decode_caps, ensure_shared_bpffs, free_port, http_get, image_tar,
     pod::AgentPod,
+    runtimes::Runtimes,
     status_field,
 };
 use k8s_cri::v1::Mount;
@@ -139,23 +145,31 @@ fn environment(c: &AgentContainer, metrics: SocketAddr, pin_path: &str) -> Vec<(
 }
 
 /// The manifest's volumeMounts, each volume's source on this machine: the bed's cgroup for the
-/// node's cgroup mount, the test containerd's state for the node's (when the manifest mounts it
-/// for workload names), `topology_dir` for the topology ConfigMap, other host paths as they are.
+/// node's cgroup mount, the node's bpffs, the test's stand-ins for the runtimes' state,
+/// `topology_dir` for the topology ConfigMap. A host path the test does not know fails it: it
+/// must never mount this machine's own runtime state or anything else by accident.
 fn mounts(
     c: &AgentContainer,
     bed_cgroup: &Path,
-    ctrd: &Containerd,
+    runtimes: &Runtimes,
     topology_dir: &Path,
+    rro_supported: bool,
 ) -> Vec<Mount> {
     c.mounts
         .iter()
         .map(|m| {
             let host: PathBuf = match &m.source {
-                VolumeSource::HostPath(p) if p == "/sys/fs/cgroup" => bed_cgroup.to_path_buf(),
-                VolumeSource::HostPath(p) if p == azflow::workloads::DEFAULT_CONTAINERD_STATE => {
-                    ctrd.state()
+                VolumeSource::HostPath { path, kind } => {
+                    let host = match path.as_str() {
+                        "/sys/fs/cgroup" => bed_cgroup.to_path_buf(),
+                        "/sys/fs/bpf" => PathBuf::from(path),
+                        p => runtimes.source(p).unwrap_or_else(|| {
+                            panic!("volume {}: hostPath {p} is new; give it a source here", m.name)
+                        }),
+                    };
+                    host_path_type(&host, kind);
+                    host
                 }
-                VolumeSource::HostPath(p) => PathBuf::from(p),
                 VolumeSource::ConfigMap(n) if n == "azflow-topology" => topology_dir.to_path_buf(),
                 VolumeSource::ConfigMap(n) => {
                     panic!(
@@ -164,9 +178,20 @@ fn mounts(
                     )
                 }
             };
-            cri::mount(&m.container_path, &host, m.read_only, &m.propagation)
+            cri::mount(m, &host, rro_supported)
         })
         .collect()
+}
+
+/// The kubelet's hostPath `type` check before it starts the pod.
+fn host_path_type(host: &Path, kind: &str) {
+    match kind {
+        "" => {}
+        "Directory" => assert!(host.is_dir(), "hostPath type Directory: {} is missing", host.display()),
+        "DirectoryOrCreate" => std::fs::create_dir_all(host)
+            .unwrap_or_else(|e| panic!("hostPath DirectoryOrCreate {}: {e}", host.display())),
+        other => panic!("hostPath type {other} is not checked here; add it"),
+    }
 }
 
 /// The container's process as the host sees it: command, capabilities, privileges, namespaces.
@@ -375,8 +400,20 @@ fn image_runs_as_the_daemonset_attaches_counts_and_keeps_three_capabilities() {
         manifest.image
     );
 
+    // Workloads of each runtime below the bed, named only through the runtime state mounts.
+    let runtimes = Runtimes::prepare(&mut ctrd, &bed);
+    let rro = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio: {e}"))
+        .block_on(async {
+            let mut client = cri::client(&ctrd.socket()).await;
+            cri::recursive_read_only_supported(&mut client).await
+        });
+    println!("the runtime does recursive read-only mounts: {rro}");
+
     let env = environment(&manifest, metrics, &pins.0);
-    let mounts = mounts(&manifest, bed.cgroup_path(), &ctrd, &topology_dir);
+    let mounts = mounts(&manifest, bed.cgroup_path(), &runtimes, &topology_dir, rro);
     let mut pod = AgentPod::start(&ctrd, &manifest, mounts, &env, &uid, NODE);
 
     // The probes, as the kubelet runs them (on loopback here).
@@ -384,7 +421,9 @@ fn image_runs_as_the_daemonset_attaches_counts_and_keeps_three_capabilities() {
     let ready = wait_for_200(metrics, "/readyz", Duration::from_secs(30), &pod);
     println!("/healthz 200 after {started:?}, /readyz 200 after a further {ready:?}");
 
-    check_process(ctrd.task_pid("k8s.io", &pod.container), &manifest);
+    let agent_pid = ctrd.task_pid("k8s.io", &pod.container);
+    check_process(agent_pid, &manifest);
+    runtimes.check_read_only(agent_pid, &manifest.mounts);
     let programs = attached(bed.cgroup_path());
     println!("on {}: {programs:?}", bed.cgroup_path().display());
     assert_eq!(
@@ -398,6 +437,7 @@ fn image_runs_as_the_daemonset_attaches_counts_and_keeps_three_capabilities() {
         pod.log()
     );
     check_counts(&bed, metrics, &pod);
+    runtimes.check_named(&bed, || settled(metrics), || pod.log());
     let (code, body) = http_get(metrics, "/readyz").unwrap_or_else(|e| panic!("GET /readyz: {e}"));
     assert_eq!(code, 200, "still ready after the traffic: {body}");
 

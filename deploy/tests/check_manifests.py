@@ -6,7 +6,8 @@
             namespace.create=true, as `helm install --create-namespace` makes it otherwise)
   variants  each value that switches something switches exactly that
   policy    the DaemonSet keeps what the deployment promises (no privileged, three capabilities,
-            probes on the metrics port, read-only root, ...), in the plain and rendered forms
+            probes on the metrics port, read-only root, the runtimes' state read-only and no
+            runtime socket below a hostPath, ...), in the plain and rendered forms
   lint      yamllint on every YAML file and on the rendered chart
   validate  kubernetes-validate --strict on the plain manifests and the rendered chart, for the
             newest Kubernetes it knows and the oldest the chart supports; and a broken copy must
@@ -178,6 +179,21 @@ def cmd_variants():
     vol = next(v for v in daemonset(objs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "cgroup")
     check(vol["hostPath"]["path"] == "/sys/fs/cgroup/unified", "cgroupRoot moves the cgroup hostPath")
 
+    runtime_items = {"AZFLOW_CONTAINERD_STATE": "containerd-tasks", "AZFLOW_CRIO_CONTAINERS": "crio-containers",
+                     "AZFLOW_DOCKER_CONTAINERS": "docker-containers"}
+    for value, setting in [("containerd", "AZFLOW_CONTAINERD_STATE"), ("crio", "AZFLOW_CRIO_CONTAINERS"),
+                           ("docker", "AZFLOW_DOCKER_CONTAINERS")]:
+        objs = rendered_objects([f"runtimeState.{value}="])
+        check(not diff(strip_runtime(base, {setting: runtime_items[setting]}), objs),
+              f"runtimeState.{value}='' drops its volume, mount and {setting}, and nothing else",
+              "\n  ".join(diff(strip_runtime(base, {setting: runtime_items[setting]}), objs)[:10]))
+    objs = rendered_objects(["runtimeState.containerd=/run/k3s/containerd", "runtimeState.docker=/data/docker/containers"])
+    vols = {v["name"]: v for v in daemonset(objs)["spec"]["template"]["spec"]["volumes"]}
+    check(vols["containerd-tasks"]["hostPath"]["path"] == "/run/k3s/containerd/io.containerd.runtime.v2.task"
+          and vols["docker-containers"]["hostPath"]["path"] == "/data/docker/containers",
+          "runtimeState paths move the hostPaths (containerd's task bundles below its state)")
+    check(container(objs) == container(base), "runtimeState paths leave the container as it is (same mount points)")
+
     objs = rendered_objects(["seccompProfile=RuntimeDefault"])
     check(container(objs)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, "seccompProfile is a value")
 
@@ -190,6 +206,17 @@ def strip_caps(objs):
     for v in o.values():
         if v["kind"] == "DaemonSet":
             v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] = []
+    return o
+
+
+def strip_runtime(objs, drop):
+    """`objs` without the runtime settings in `drop` ({setting: volume}) and their volumes and mounts."""
+    o = copy.deepcopy(objs)
+    pod = daemonset(o)["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] not in drop]
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in drop.values()]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in drop.values()]
     return o
 
 
@@ -228,8 +255,13 @@ def cmd_policy():
         cg = mounts.get(env(objs).get("AZFLOW_CGROUP", "?"))
         check(cg is not None and vols[cg["name"]]["hostPath"]["path"] == "/sys/fs/cgroup" and cg.get("readOnly") is True,
               f"{label}: the node's cgroup v2 root where AZFLOW_CGROUP points, read-only")
-        check(sum("hostPath" in v for v in pod["volumes"]) == 2,
-              f"{label}: no other hostPath")
+        runtime_vols = check_runtime_state(label, objs, mounts, vols)
+        host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
+        check(sorted(v["name"] for v in pod["volumes"] if "hostPath" in v)
+              == sorted([bpf["name"], cg["name"], *runtime_vols]),
+              f"{label}: no other hostPath", repr(host_paths))
+        exposed = [(p, s) for p in host_paths for s in RUNTIME_SOCKETS if s.startswith(p.rstrip("/") + "/")]
+        check(not exposed, f"{label}: no runtime's API socket below a hostPath", repr(exposed))
         check("--pin" in c["args"], f"{label}: --pin on")
         strategy = ds["spec"]["updateStrategy"]
         check(strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"].get("maxSurge") in (0, "0", None),
@@ -240,6 +272,36 @@ def cmd_policy():
         check("eks.amazonaws.com/role-arn" in sa["metadata"].get("annotations", {}), f"{label}: IRSA annotation")
         names = set(config_data(objs, "azflow")) | set(env(objs))
         check("OTEL_EXPORTER_OTLP_ENDPOINT" in names, f"{label}: the OTLP endpoint is a setting")
+
+
+# Each runtime's state (docs/workloads.md): the agent's setting, the default host directory, and
+# the directory below the setting's value that is mounted (containerd: only the task bundles).
+RUNTIME_STATE = [
+    ("AZFLOW_CONTAINERD_STATE", "/run/containerd/io.containerd.runtime.v2.task", "/io.containerd.runtime.v2.task"),
+    ("AZFLOW_CRIO_CONTAINERS", "/run/containers/storage/overlay-containers", ""),
+    ("AZFLOW_DOCKER_CONTAINERS", "/var/lib/docker/containers", ""),
+]
+# Where the runtimes listen (/var/run is /run): a hostPath above one would hand the agent the node.
+RUNTIME_SOCKETS = [f"{run}/{sock}" for run in ("/run", "/var/run")
+                   for sock in ("containerd/containerd.sock", "crio/crio.sock", "docker.sock", "dockershim.sock")]
+
+
+def check_runtime_state(label, objs, mounts, vols):
+    """Each runtime's state is mounted read-only where the agent's setting points, from the
+    runtime's default directory, created if absent (a node runs one runtime). Returns the volumes."""
+    names = []
+    for setting, host, below in RUNTIME_STATE:
+        at = env(objs).get(setting)
+        m = mounts.get(f"{at}{below}") if at else None
+        v = vols.get(m["name"], {}) if m else {}
+        check(m is not None and m.get("readOnly") is True and m.get("recursiveReadOnly") == "IfPossible"
+              and m.get("mountPropagation") in (None, "None")
+              and v.get("hostPath") == {"path": host, "type": "DirectoryOrCreate"},
+              f"{label}: {host} read-only (recursively if possible) where {setting} points, DirectoryOrCreate",
+              f"{setting}={at!r}, mount {m!r}, volume {v!r}")
+        if m:
+            names.append(m["name"])
+    return names
 
 
 def yamllint(paths):

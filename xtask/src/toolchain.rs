@@ -39,6 +39,8 @@ pub const SYSTEM_TOOLS: &[(&str, &str)] = &[
     // Debian's Python, for the project-local venv of the PyPI tools (see `pyenv`).
     ("/usr/bin/python3", "python3"),
     ("ctr", "containerd"),
+    // `azflow top` driven as a person drives it (send-keys, capture-pane).
+    ("tmux", "tmux"),
     // k8s-cri (the workloads test's CRI client) runs protoc in its build.
     ("protoc", "protobuf-compiler"),
     // The bench's peer arm.

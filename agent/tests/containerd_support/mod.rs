@@ -2,6 +2,8 @@
 //! plugin on, cgroupfs driver, native snapshotter, and a one-layer busybox image built here.
 //! Everything it starts (tasks, shims, pods, cgroups, mounts) is removed on drop.
 
+#![allow(dead_code, reason = "each suite that includes containerd_support uses a different part")]
+
 pub mod cri;
 
 use std::{

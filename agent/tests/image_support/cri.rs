@@ -11,13 +11,13 @@ use k8s_cri::v1::{
     Capability, ContainerConfig, ContainerMetadata, ImageSpec, Int64Value, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, MountPropagation, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, SecurityProfile,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, SecurityProfile, StatusRequest,
     runtime_service_client::RuntimeServiceClient, security_profile::ProfileType,
 };
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::daemonset::AgentContainer;
+use super::daemonset::{AgentContainer, VolumeMount};
 
 pub const POD_NAMESPACE: &str = "azflow";
 pub const CONTAINER_NAME: &str = "azflow";
@@ -135,21 +135,52 @@ pub fn container_config(
     }
 }
 
-/// A manifest volumeMount as a CRI mount of `host_path`.
-pub fn mount(container_path: &str, host_path: &Path, read_only: bool, propagation: &str) -> Mount {
-    let propagation = match propagation {
+/// A manifest volumeMount as a CRI mount of `host_path`. `rro_supported`: the runtime handler
+/// advertises recursive read-only mounts ([`recursive_read_only_supported`]).
+pub fn mount(m: &VolumeMount, host_path: &Path, rro_supported: bool) -> Mount {
+    // As the kubelet decides it (makeMounts): IfPossible follows the runtime, Enabled requires it.
+    let recursive_read_only = match m.recursive_read_only.as_str() {
+        "Disabled" => false,
+        "IfPossible" => rro_supported,
+        "Enabled" if rro_supported => true,
+        "Enabled" => panic!("{}: recursiveReadOnly Enabled, and the runtime cannot", m.name),
+        other => panic!("{}: recursiveReadOnly {other:?} is not a Kubernetes value", m.name),
+    };
+    assert!(
+        !recursive_read_only || (m.read_only && m.propagation == "None"),
+        "{}: the API server allows recursiveReadOnly only on readOnly mounts without propagation",
+        m.name
+    );
+    let propagation = match m.propagation.as_str() {
         "None" => MountPropagation::PropagationPrivate,
         "HostToContainer" => MountPropagation::PropagationHostToContainer,
         "Bidirectional" => MountPropagation::PropagationBidirectional,
         other => panic!("mountPropagation {other:?} is not a Kubernetes value"),
     };
     Mount {
-        container_path: container_path.into(),
+        container_path: m.container_path.clone(),
         host_path: host_path.display().to_string(),
-        readonly: read_only,
+        readonly: m.read_only,
+        recursive_read_only,
         propagation: propagation as i32,
         ..Default::default()
     }
+}
+
+/// Whether the default runtime handler does recursive read-only mounts (CRI Status), as the
+/// kubelet asks before it translates `recursiveReadOnly: IfPossible`.
+pub async fn recursive_read_only_supported(client: &mut RuntimeServiceClient<Channel>) -> bool {
+    let status = client
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap_or_else(|e| panic!("Status: {e}"))
+        .into_inner();
+    status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .and_then(|h| h.features)
+        .is_some_and(|f| f.recursive_read_only_mounts)
 }
 
 /// The securityContext, field by field; a field this test does not know fails it, so a new

@@ -14,12 +14,15 @@ pub struct VolumeMount {
     pub read_only: bool,
     /// `HostToContainer`, `Bidirectional` or `None`.
     pub propagation: String,
+    /// `recursiveReadOnly`: `Disabled` (or unset), `IfPossible` or `Enabled`.
+    pub recursive_read_only: String,
     pub source: VolumeSource,
 }
 
 #[derive(Debug, Clone)]
 pub enum VolumeSource {
-    HostPath(String),
+    /// The node's path and the hostPath `type` ("" when unset: no check).
+    HostPath { path: String, kind: String },
     /// A ConfigMap's name (its keys become files).
     ConfigMap(String),
 }
@@ -123,10 +126,17 @@ pub fn agent_container(python: &Path, repo: &Path, node_name: &str) -> AgentCont
         .expect("volumeMounts")
         .iter()
         .map(|m| {
+            let known = ["name", "mountPath", "readOnly", "mountPropagation", "recursiveReadOnly"];
+            if let Some(k) = m.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
+                panic!("volumeMount field {k} is new: translate it in image_support as the kubelet does");
+            }
             let name = m["name"].as_str().expect("mount name").to_owned();
             let vol = volumes.iter().find(|v| v["name"] == name.as_str()).unwrap_or_else(|| panic!("no volume {name}"));
             let source = if let Some(p) = vol["hostPath"]["path"].as_str() {
-                VolumeSource::HostPath(p.to_owned())
+                VolumeSource::HostPath {
+                    path: p.to_owned(),
+                    kind: vol["hostPath"]["type"].as_str().unwrap_or_default().to_owned(),
+                }
             } else if let Some(cm) = vol["configMap"]["name"].as_str() {
                 VolumeSource::ConfigMap(cm.to_owned())
             } else {
@@ -136,6 +146,7 @@ pub fn agent_container(python: &Path, repo: &Path, node_name: &str) -> AgentCont
                 container_path: m["mountPath"].as_str().expect("mountPath").to_owned(),
                 read_only: m["readOnly"].as_bool().unwrap_or(false),
                 propagation: m["mountPropagation"].as_str().unwrap_or("None").to_owned(),
+                recursive_read_only: m["recursiveReadOnly"].as_str().unwrap_or("Disabled").to_owned(),
                 name,
                 source,
             }

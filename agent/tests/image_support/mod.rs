@@ -7,6 +7,7 @@
 pub mod cri;
 pub mod daemonset;
 pub mod pod;
+pub mod runtimes;
 
 use std::{
     io::{Read as _, Write as _},

@@ -3,7 +3,7 @@
 //! ```text
 //! azflow-traffic serve --bind ADDR:PORT [--connections N] [--timeout-secs S]
 //! azflow-traffic serve --udp --bind ADDR:PORT [--datagrams N] [--idle-ms MS] [--timeout-secs S]
-//! azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--timeout-secs S]
+//! azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--rate BYTES] [--timeout-secs S]
 //! azflow-traffic rr   --to ADDR:PORT --count N --size S [--timeout-secs S]
 //! azflow-traffic udp  --to ADDR:PORT --count N --size S
 //! azflow-traffic ping --to ADDR [--to ADDR…] [--count N] [--timeout-ms MS]
@@ -33,7 +33,7 @@ pub const USAGE: &str = "\
 usage:
   azflow-traffic serve --bind ADDR:PORT [--connections N (0: until idle)] [--timeout-secs S]
   azflow-traffic serve --udp --bind ADDR:PORT [--datagrams N] [--idle-ms MS] [--timeout-secs S]
-  azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--timeout-secs S]
+  azflow-traffic bulk --to ADDR:PORT --bytes N [--chunk BYTES] [--rate BYTES (per second)] [--timeout-secs S]
   azflow-traffic rr --to ADDR:PORT --count N --size S [--sessions N] [--start-after-ms MS] [--timeout-secs S]
   azflow-traffic ask --to ADDR:PORT [--connections N] --bytes N --reply N [--timeout-secs S]
   azflow-traffic udp --to ADDR:PORT --count N --size S
@@ -82,12 +82,16 @@ fn dispatch(command: &str, mut args: Args) -> Result<(), String> {
             let to = args.take_socket_addr("to")?;
             let bytes = args.take_bytes("bytes")?.ok_or("--bytes is required")?;
             let chunk = args.take_bytes("chunk")?.unwrap_or(256 << 10);
+            let rate = args.take_bytes("rate")?;
             args.finish()?;
             let chunk = usize::try_from(chunk)
                 .ok()
                 .filter(|c| *c > 0)
                 .ok_or("--chunk must be positive")?;
-            emit(&Report::Bulk(tcp::bulk(to, bytes, chunk, timeout)?))
+            if rate == Some(0) {
+                return Err("--rate must be positive".into());
+            }
+            emit(&Report::Bulk(tcp::bulk(to, bytes, chunk, rate, timeout)?))
         }
         "rr" => {
             let to = args.take_socket_addr("to")?;

@@ -263,11 +263,14 @@ fn expect_eof(stream: &mut TcpStream) -> Result<(), String> {
     }
 }
 
-/// Sends `bytes` payload bytes after a bulk header and checks the server's confirmation.
+/// Sends `bytes` payload bytes after a bulk header and checks the server's confirmation. With
+/// `rate` (payload bytes per second) each chunk waits for its slot on a fixed schedule from the
+/// start, so a late chunk is caught up and the average holds over any window of a few chunks.
 pub fn bulk(
     to: SocketAddr,
     bytes: u64,
     chunk: usize,
+    rate: Option<u64>,
     timeout: Duration,
 ) -> Result<BulkReport, String> {
     let mut stream = connect(to, timeout)?;
@@ -279,6 +282,12 @@ pub fn bulk(
     let buf = pattern(chunk);
     let mut left = bytes;
     while left > 0 {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64((bytes - left) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
         let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         stream
             .write_all(&buf[..n])
