@@ -96,6 +96,12 @@ pub fn sum_per_cpu_array<T: aya::Pod>(
     Ok(Some(sums))
 }
 
+/// Elements `0..len` of a plain (shared, not per-CPU) array: the kernel hands each out once, so
+/// this is the per-CPU read with one "CPU". `Ok(None)`: this kernel has no batch lookup.
+pub fn read_array<T: aya::Pod>(fd: BorrowedFd<'_>, len: u32, zero: T) -> io::Result<Option<Vec<T>>> {
+    sum_per_cpu_array(fd, len, 1, zero, |_, v| v)
+}
+
 /// A `T` from the start of `cell` (one per-CPU stride, never shorter than `T`).
 fn read_pod<T: aya::Pod>(cell: &[u8]) -> Option<T> {
     let bytes = cell.get(..size_of::<T>())?;

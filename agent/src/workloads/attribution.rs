@@ -1,5 +1,5 @@
 //! Workload attribution at drain time: keeps the kernel's cgroup id → index map in step with the
-//! registry, and turns the kernel's per-workload counters into labelled totals.
+//! registry, and turns the kernel's per-workload counters and RTT histograms into labelled totals.
 //!
 //! Order within one call, so that no byte changes hands: credit the counters' growth to the
 //! current index holders first, then walk and apply the registry's update (releases, deletes,
@@ -21,12 +21,21 @@ use agent_common::{Counter, Direction, TrafficClass, workload::WorkloadStat};
 
 use super::{
     CgroupDir, HOST_INDEX, OTHER_INDEX, RuntimeState, WorkloadRegistry, WorkloadsConfig,
+    rtt::WorkloadRttTotals,
     totals::{Growth, WorkloadTotals},
 };
 use crate::{
     ebpf::{KernelMaps, MapsError},
-    snapshot::{WorkloadFlowKey, WorkloadLabels, WorkloadStats, ZoneKey},
+    snapshot::{Histogram, WorkloadFlowKey, WorkloadLabels, WorkloadRowKey, WorkloadStats, ZoneKey},
 };
+
+/// What attribution adds to a snapshot.
+#[derive(Debug, Default)]
+pub struct WorkloadView {
+    pub flows: BTreeMap<WorkloadFlowKey, Counter>,
+    pub rtt: BTreeMap<WorkloadRowKey, Histogram>,
+    pub stats: WorkloadStats,
+}
 
 pub struct Attribution {
     registry: WorkloadRegistry<RuntimeState>,
@@ -34,6 +43,7 @@ pub struct Attribution {
     refresh: Duration,
     last_walk: Option<Instant>,
     totals: WorkloadTotals,
+    rtt: WorkloadRttTotals,
     pod_labels: bool,
     stats: WorkloadStats,
 }
@@ -50,6 +60,7 @@ impl Attribution {
             refresh: cfg.refresh,
             last_walk: None,
             totals: WorkloadTotals::new(series_cap),
+            rtt: WorkloadRttTotals::default(),
             pod_labels: cfg.pod_labels,
             stats: WorkloadStats {
                 enabled: true,
@@ -65,7 +76,9 @@ impl Attribution {
     pub fn start(&mut self, maps: &mut KernelMaps) -> Result<(), MapsError> {
         maps.workloads.clear()?;
         self.totals.baseline(&maps.workloads.read_counters()?);
+        self.rtt.baseline(&maps.workloads.read_rtt()?);
         self.stats.index_capacity = maps.workloads.capacity();
+        self.stats.rtt_entries = maps.workloads.rtt_entries();
         self.walk(maps, Instant::now(), &[])
     }
 
@@ -102,10 +115,7 @@ impl Attribution {
     }
 
     /// The capped totals and the self-metrics, for the snapshot.
-    pub fn snapshot(
-        &self,
-        maps: &KernelMaps,
-    ) -> Result<(BTreeMap<WorkloadFlowKey, Counter>, WorkloadStats), MapsError> {
+    pub fn snapshot(&self, maps: &KernelMaps) -> Result<WorkloadView, MapsError> {
         let k = maps.workloads.read_stats()?;
         let r = self.registry.stats();
         let mut s = self.stats.clone();
@@ -121,18 +131,27 @@ impl Attribution {
         s.released_total = r.released_total;
         s.series_workloads = self.totals.admitted() as u64;
         s.series_folded_total = self.totals.refused_total();
-        Ok((self.totals.totals().clone(), s))
+        Ok(WorkloadView { flows: self.totals.totals().clone(), rtt: self.rtt.totals().clone(), stats: s })
     }
 
+    /// Credits the growth of bytes, then of RTT histograms.
+    ///
+    /// The RTT histograms are read *before* the byte counters: an ack's bytes are counted at
+    /// ingress before sock_ops takes its RTT sample, so every workload with RTT growth in this
+    /// read has had its bytes read too, and the byte totals have decided (busiest first) whether
+    /// it gets series of its own before its RTT growth is credited by that decision.
     fn absorb(
         &mut self,
         maps: &KernelMaps,
         rows: &BTreeMap<u32, ZoneKey>,
     ) -> Result<(), MapsError> {
+        let rtt = maps.workloads.read_rtt()?;
         let cells = maps.workloads.read_counters()?;
         let labels: BTreeMap<u32, WorkloadLabels> = cells
             .iter()
-            .map(|c| (c.index, self.labels(c.index)))
+            .map(|c| c.index)
+            .chain(rtt.iter().map(|c| c.index))
+            .map(|i| (i, self.labels(i)))
             .collect();
         let unknown_row = ZoneKey {
             dst_zone: "unknown".into(),
@@ -150,6 +169,13 @@ impl Attribution {
             |r| rows.get(&r).cloned().unwrap_or_else(|| unknown_row.clone()),
         );
         self.totals.credit(growth);
+        let totals = &self.totals;
+        self.rtt.absorb(
+            &rtt,
+            |i| labels.get(&i).cloned().unwrap_or_else(WorkloadLabels::other),
+            |r| rows.get(&r).cloned().unwrap_or_else(|| unknown_row.clone()),
+            |w| totals.exports(w),
+        );
         Ok(())
     }
 
