@@ -24,8 +24,11 @@ const GROWTH: [(&str, &str, &str, u64, u64); 3] = [
     ("batch", "container", "", 1_000, 1_000),
 ];
 
-/// Per-workload RTT buckets: (workload, kind, namespace, zone, [(le, cumulative)]), the last +Inf.
-const RTT: [(&str, &str, &str, &str, [(&str, u64); 3]); 3] = [
+/// One workload's RTT buckets towards one zone: (workload, kind, namespace, zone, [(le,
+/// cumulative)]), the last +Inf.
+type RttRow = (&'static str, &'static str, &'static str, &'static str, [(&'static str, u64); 3]);
+
+const RTT: [RttRow; 3] = [
     // 10 samples in (0.976, 1.381] ms: p50 1.18 ms, p99 1.38 ms.
     ("cart", "pod", "shop", "us-test-1b", [("0.000976", 0), ("0.001381", 10), ("+Inf", 10)]),
     // 4 in (0, 1.953] ms and 4 in (1.953, 2.762] ms: p50 1.95 ms, p99 2.75 ms.
