@@ -35,12 +35,13 @@ pub mod map_names {
     pub const WL_COUNTERS: &str = "AZF_WL_COUNTERS";
     pub const WL_UNKNOWN: &str = "AZF_WL_UNKNOWN";
     pub const WL_STATS: &str = "AZF_WL_STATS";
+    pub const SLOT_SEEN: &str = "AZF_SLOT_SEEN";
     pub const WL_RTT: &str = "AZF_WL_RTT";
 
     /// Every map, for pinning.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
-        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST, WORKLOAD_IDX, WL_COUNTERS, WL_UNKNOWN, WL_STATS, WL_RTT,
+        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST, WORKLOAD_IDX, WL_COUNTERS, WL_UNKNOWN, WL_STATS, SLOT_SEEN, WL_RTT,
     ];
 }
 
@@ -144,6 +145,23 @@ impl Direction {
 /// Subnet slot 0 is never handed out: a lookup that misses every prefix counts there, which
 /// only happens while user space has not written the catch-all ranges yet.
 pub const SLOT_NO_MATCH: u32 = 0;
+
+/// Slots per element of [`map_names::SLOT_SEEN`]: one flag byte each.
+pub const SEEN_PER_ELEMENT: u32 = 64;
+
+/// One element of [`map_names::SLOT_SEEN`].
+pub type SeenFlags = [u8; SEEN_PER_ELEMENT as usize];
+
+/// Where a slot's flag lives in [`map_names::SLOT_SEEN`]: (element, byte).
+#[inline(always)]
+pub const fn seen_position(slot: u32) -> (u32, u32) {
+    (slot / SEEN_PER_ELEMENT, slot % SEEN_PER_ELEMENT)
+}
+
+/// Elements of [`map_names::SLOT_SEEN`] for `slots` slots.
+pub const fn seen_elements(slots: u32) -> u32 {
+    slots.div_ceil(SEEN_PER_ELEMENT)
+}
 
 /// Index into [`map_names::COUNTERS`] for a subnet slot and direction.
 #[inline(always)]
@@ -395,6 +413,22 @@ mod tests {
         assert_eq!(size_of::<UnmappedValue>(), 32);
         assert_eq!(size_of::<SockState>(), 72);
         assert_eq!(size_of::<State>(), 24);
+    }
+
+    #[test]
+    fn every_slot_has_its_own_seen_flag_inside_the_map() {
+        let slots = 4096 + 17;
+        let elements = seen_elements(slots);
+        assert_eq!(elements, 65);
+        let mut seen = [[false; SEEN_PER_ELEMENT as usize]; 65];
+        for slot in 0..slots {
+            let (e, b) = seen_position(slot);
+            assert!(e < elements && b < SEEN_PER_ELEMENT);
+            assert!(!seen[e as usize][b as usize], "slot {slot} shares a flag");
+            seen[e as usize][b as usize] = true;
+        }
+        assert_eq!(seen_elements(0), 0);
+        assert_eq!(seen_elements(u32::MAX), u32::MAX / 64 + 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     classify::{self, IPPROTO_TCP, IpInfo},
-    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_UNMAPPED, AZF_WL_COUNTERS},
+    maps::{AZF_COUNTERS, AZF_ERRORS, AZF_NAT, AZF_SLOT_SEEN, AZF_UNMAPPED, AZF_WL_COUNTERS},
     nat, sockcache, srtt, workload,
 };
 
@@ -218,9 +218,14 @@ fn wire(ctx: &SkBuffContext, dir: Direction, l: Packet, parsed: Option<&IpInfo>)
     (gso_wire_bytes(ctx, dir, l.len, l.gso_segs, parsed), segs)
 }
 
+/// `parsed` is `None` only on the hot path, whose cached slot was flagged seen when the socket was
+/// classified; every other caller classified this packet, so it flags the slot.
 #[inline(always)]
 fn count(ctx: &SkBuffContext, dir: Direction, l: Packet, info: SubnetInfo, parsed: Option<&IpInfo>) {
     let (bytes, segs) = wire(ctx, dir, l, parsed);
+    if parsed.is_some() {
+        mark_seen(info.slot);
+    }
     add_counter(counter_index(info.slot, dir), bytes, segs);
     add_workload(l.workload, info, dir, bytes, segs);
     if info.flags & SUBNET_FLAG_UNMAPPED != 0 {
@@ -268,6 +273,25 @@ fn add_counter(index: u32, bytes: u64, packets: u64) {
     unsafe {
         atomic_add(&raw mut (*cell).bytes, bytes);
         atomic_add(&raw mut (*cell).packets, packets);
+    }
+}
+
+/// Flags `slot` for the drain (see `AZF_SLOT_SEEN`). Read before writing: once set, the cache
+/// line stays shared between CPUs instead of bouncing on every classification.
+#[inline(always)]
+fn mark_seen(slot: u32) {
+    let (element, byte) = agent_common::seen_position(slot);
+    let Some(flags) = AZF_SLOT_SEEN.get_ptr_mut(element) else {
+        // Past the map: the counter add below fails the same way and is counted there.
+        return;
+    };
+    // SAFETY: a valid map value of SEEN_PER_ELEMENT bytes for the program run; `byte` is below it.
+    unsafe {
+        if let Some(flag) = (*flags).get_mut(byte as usize)
+            && *flag == 0
+        {
+            *flag = 1;
+        }
     }
 }
 

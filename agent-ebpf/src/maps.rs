@@ -2,7 +2,7 @@
 //! capacities here are defaults that user space overrides at load from config.
 
 use agent_common::{
-    Counter, hist, SockState, State, SubnetInfo, UnmappedKey, UnmappedValue,
+    Counter, hist, SeenFlags, SockState, State, SubnetInfo, UnmappedKey, UnmappedValue,
     default_sizes::{
         LPM_PREFIXES, NAT_ENTRIES, NAT_PENDING, SUBNET_SLOTS, UNMAPPED_PREFIXES, WORKLOAD_CGROUPS, WORKLOAD_INDICES,
         WORKLOAD_UNKNOWN,
@@ -26,6 +26,12 @@ pub static AZF_SUBNETS_V6: LpmTrie<[u8; 16], SubnetInfo, { LPM_PREFIXES as usize
 /// `counter_index(slot, direction)` → bytes and packets.
 #[btf_map]
 pub static AZF_COUNTERS: PerCpuArray<Counter, { (SUBNET_SLOTS * 2) as usize }> = PerCpuArray::new();
+
+/// A flag byte per slot (`seen_position`), set once a socket is classified into the slot: the
+/// drain reads the counters of flagged slots only, instead of every cell of a table sized for
+/// 100k subnets. Never cleared, so a plain byte store is enough (no update to lose between CPUs).
+#[btf_map]
+pub static AZF_SLOT_SEEN: Array<SeenFlags, { agent_common::seen_elements(SUBNET_SLOTS) as usize }> = Array::new();
 
 #[btf_map]
 pub static AZF_UNMAPPED: LruPerCpuHashMap<UnmappedKey, UnmappedValue, { UNMAPPED_PREFIXES as usize }> =

@@ -97,6 +97,15 @@ impl Accumulator {
         }
     }
 
+    /// Whether `slot` reads `now` after having read something else (or nothing but zero) at the
+    /// previous drain.
+    pub fn grew(&self, slot: u32, now: &SlotCounters) -> bool {
+        match self.last.get(&slot) {
+            Some(last) => last != now,
+            None => *now != SlotCounters::default(),
+        }
+    }
+
     /// Adds `delta` to the totals of `m` (NAT-held bytes are credited this way once known).
     pub fn credit(&mut self, m: &SlotMeaning, dir: Direction, delta: Counter) {
         if delta == Counter::default() {

@@ -25,20 +25,35 @@ pub fn sum_per_cpu_array<T: aya::Pod>(
     zero: T,
     add: impl Fn(T, T) -> T,
 ) -> io::Result<Option<Vec<T>>> {
+    sum_per_cpu_range(fd, 0, len, cpus, zero, add)
+}
+
+/// Elements `start..start + len` of a per-CPU array, as [`sum_per_cpu_array`]: a drain reads
+/// the rows it has labels for, not a map sized for every row there could be.
+pub fn sum_per_cpu_range<T: aya::Pod>(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    len: u32,
+    cpus: usize,
+    zero: T,
+    add: impl Fn(T, T) -> T,
+) -> io::Result<Option<Vec<T>>> {
     let stride = size_of::<T>().next_multiple_of(8);
     let per_element = stride * cpus;
-    let mut values = vec![0u8; CHUNK as usize * per_element];
-    let mut keys = vec![0u32; CHUNK as usize];
+    let room = CHUNK.min(len.max(1)) as usize;
+    let mut values = vec![0u8; room * per_element];
+    let mut keys = vec![0u32; room];
     let mut sums = Vec::with_capacity(len as usize);
-    let mut token: u32 = 0;
+    // The batch token names the last index read: the call after it starts at the next one.
+    let mut token: u32 = start.wrapping_sub(1);
     while (sums.len() as u32) < len {
-        let want = CHUNK.min(len - sums.len() as u32);
+        let want = (room as u32).min(len - sums.len() as u32);
         let mut next: u32 = 0;
         // union bpf_attr, batch: in_batch u64 @0, out_batch u64 @8, keys u64 @16, values u64
         // @24, count u32 @32 (in: room, out: read), map_fd u32 @36, elem_flags u64 @40, flags
-        // u64 @48. The batch token is the last index read (a u32); none on the first call.
+        // u64 @48. The batch token is the last index read (a u32); none to start at 0.
         let mut attr = [0u8; 56];
-        if !sums.is_empty() {
+        if !sums.is_empty() || start > 0 {
             attr[..8].copy_from_slice(&(std::ptr::from_ref(&token) as u64).to_ne_bytes());
         }
         attr[8..16].copy_from_slice(&(std::ptr::from_mut(&mut next) as u64).to_ne_bytes());
@@ -96,9 +111,13 @@ pub fn sum_per_cpu_array<T: aya::Pod>(
     Ok(Some(sums))
 }
 
-/// Elements `0..len` of a plain (shared, not per-CPU) array: the kernel hands each out once, so
-/// this is the per-CPU read with one "CPU". `Ok(None)`: this kernel has no batch lookup.
+/// Elements `0..len` of a plain (not per-CPU) array. The kernel packs its values at exactly
+/// their size, where per-CPU values are rounded up to 8 bytes: so `T` must be a multiple of 8
+/// bytes for the two layouts to agree.
 pub fn read_array<T: aya::Pod>(fd: BorrowedFd<'_>, len: u32, zero: T) -> io::Result<Option<Vec<T>>> {
+    if size_of::<T>() % 8 != 0 {
+        return Err(io::Error::other(format!("{}-byte values: only multiples of 8 are read in batches", size_of::<T>())));
+    }
     sum_per_cpu_array(fd, len, 1, zero, |_, v| v)
 }
 
@@ -195,5 +214,44 @@ mod tests {
             let got = all[i as usize];
             assert_eq!([got.bytes, got.packets], want, "element {i}");
         }
+        for (start, n) in [(0, 3), (1, 1), (CHUNK - 3, 10), (CHUNK * 2 - 1, 3), (len - 5, 5)] {
+            let range = sum_per_cpu_range(map.as_fd(), start, n, cpus, agent_common::Counter::default(), sum)
+                .expect("range read")
+                .expect("batch lookup");
+            assert_eq!(range, all[start as usize..(start + n) as usize], "elements {start}..{}", start + n);
+        }
+    }
+
+    /// A plain array of 64-byte values (the slot-seen flags' layout), across chunk edges.
+    #[test]
+    fn plain_array_batch_reads_equal_what_was_written() {
+        let Some(_root) = azflow_tests::require_root_or_skip() else {
+            return;
+        };
+        let len: u32 = CHUNK + 5;
+        let mut attr = [0u8; 72];
+        attr[..4].copy_from_slice(&2u32.to_ne_bytes()); // BPF_MAP_TYPE_ARRAY
+        attr[4..8].copy_from_slice(&4u32.to_ne_bytes());
+        attr[8..12].copy_from_slice(&64u32.to_ne_bytes());
+        attr[12..16].copy_from_slice(&len.to_ne_bytes());
+        let fd = sys_bpf(0, &mut attr).expect("BPF_MAP_CREATE");
+        // SAFETY: the kernel returned a new map fd we now own.
+        let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let value = |i: u32| -> [u8; 64] { std::array::from_fn(|b| if b as u32 == i % 64 { (i % 251) as u8 + 1 } else { 0 }) };
+        for i in (0..len).step_by(7) {
+            let v = value(i);
+            let mut attr = [0u8; 32];
+            attr[..4].copy_from_slice(&(map.as_raw_fd() as u32).to_ne_bytes());
+            attr[8..16].copy_from_slice(&ptr(&i));
+            attr[16..24].copy_from_slice(&ptr(v.as_ptr()));
+            sys_bpf(2, &mut attr).expect("BPF_MAP_UPDATE_ELEM");
+        }
+        let all = read_array(map.as_fd(), len, [0u8; 64]).expect("batch read").expect("kernel ≥ 5.6 has batch lookup");
+        assert_eq!(all.len(), len as usize);
+        for (i, got) in all.iter().enumerate() {
+            let want = if i % 7 == 0 { value(i as u32) } else { [0u8; 64] };
+            assert_eq!(*got, want, "element {i}");
+        }
+        assert!(read_array(map.as_fd(), len, [0u8; 4]).is_err(), "a value size the layouts disagree on is refused");
     }
 }

@@ -34,6 +34,7 @@ pub fn load(sizes: &MapSizes, pins: Option<&PinDir>) -> Result<Ebpf, LoadError> 
             .map_max_entries(map_names::SUBNETS_V4, sizes.lpm_prefixes)
             .map_max_entries(map_names::SUBNETS_V6, sizes.lpm_prefixes)
             .map_max_entries(map_names::COUNTERS, sizes.counter_cells)
+            .map_max_entries(map_names::SLOT_SEEN, sizes.seen_elements)
             .map_max_entries(map_names::UNMAPPED, sizes.unmapped_entries)
             .map_max_entries(map_names::NAT, sizes.nat_entries)
             .map_max_entries(map_names::NAT_PENDING, sizes.nat_pending)

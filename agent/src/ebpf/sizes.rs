@@ -12,6 +12,8 @@ pub struct MapSizes {
     pub slots: u32,
     /// Cells of the per-CPU counter array: one per slot and direction.
     pub counter_cells: u32,
+    /// Elements of the slot-seen flags (64 slots each).
+    pub seen_elements: u32,
     /// Prefixes per LPM trie (one trie per address family).
     pub lpm_prefixes: u32,
     pub unmapped_entries: u32,
@@ -32,6 +34,7 @@ pub fn map_sizes(limits: &Limits) -> MapSizes {
     MapSizes {
         slots,
         counter_cells: slots.saturating_mul(2),
+        seen_elements: agent_common::seen_elements(slots),
         lpm_prefixes: limits.max_subnets.saturating_add(RESERVED_PREFIXES_PER_FAMILY),
         unmapped_entries: limits.unmapped_entries,
         nat_entries: limits.nat_entries,
@@ -65,6 +68,7 @@ mod tests {
         let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384, workload_indices: 202, workload_cgroups: 16384, workload_rtt: Mode::CrossAz });
         assert_eq!(s.slots, 4096 + 17);
         assert_eq!(s.counter_cells, (4096 + 17) * 2);
+        assert_eq!(s.seen_elements, 65);
         assert_eq!(s.lpm_prefixes, 4096 + 64);
         assert_eq!(s.unmapped_entries, 1024);
         assert_eq!(s.counter_bytes(2), u64::from(s.counter_cells) * 32);

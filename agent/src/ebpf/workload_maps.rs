@@ -73,18 +73,20 @@ impl WorkloadMaps {
         if self.rtt_on { self.rtt.len() } else { 0 }
     }
 
-    /// Every non-empty RTT histogram. Read whole with one batch call per 1024 entries where the
-    /// kernel has it (3 MiB at the default size), element by element otherwise.
-    pub fn read_rtt(&self) -> Result<Vec<WorkloadRttCell>, MapsError> {
+    /// Every non-empty RTT histogram of the indices below `indices` (the map is sized for every
+    /// index the cap allows; a host uses a few). Read with one batch call per 1024 entries where
+    /// the kernel has it, element by element otherwise.
+    pub fn read_rtt(&self, indices: u32) -> Result<Vec<WorkloadRttCell>, MapsError> {
         if !self.rtt_on {
             return Ok(Vec::new());
         }
         let name = map_names::WL_RTT;
-        let whole = batch::read_array(self.rtt.map().fd().as_fd(), self.rtt.len(), WorkloadRtt::default())
+        let len = indices.saturating_mul(abi::ROWS).min(self.rtt.len());
+        let whole = batch::read_array(self.rtt.map().fd().as_fd(), len, WorkloadRtt::default())
             .map_err(|source| MapsError::Batch { name, source })?;
         let all: Vec<WorkloadRtt> = match whole {
             Some(all) => all,
-            None => (0..self.rtt.len()).map(|i| self.rtt.get(&i, 0).map_err(err(name))).collect::<Result<_, _>>()?,
+            None => (0..len).map(|i| self.rtt.get(&i, 0).map_err(err(name))).collect::<Result<_, _>>()?,
         };
         Ok(all
             .into_iter()
@@ -142,8 +144,9 @@ impl WorkloadMaps {
         ids
     }
 
-    /// Every non-zero counter cell, summed over CPUs.
-    pub fn read_counters(&self) -> Result<Vec<WorkloadCell>, MapsError> {
+    /// Every non-zero counter cell of the indices below `indices`, summed over CPUs (the map
+    /// is sized for every index the cap allows; a host uses a few).
+    pub fn read_counters(&self, indices: u32) -> Result<Vec<WorkloadCell>, MapsError> {
         let name = map_names::WL_COUNTERS;
         let sum = |a: Counter, b: Counter| Counter {
             bytes: a.bytes.wrapping_add(b.bytes),
@@ -152,9 +155,11 @@ impl WorkloadMaps {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, source)| MapsError::Batch { name, source })?
             .get() as usize;
-        let whole = batch::sum_per_cpu_array(
+        let len = abi::cells(indices).min(self.counters.len());
+        let whole = batch::sum_per_cpu_range(
             self.counters.map().fd().as_fd(),
-            self.counters.len(),
+            0,
+            len,
             cpus,
             Counter::default(),
             sum,
@@ -162,7 +167,7 @@ impl WorkloadMaps {
         .map_err(|source| MapsError::Batch { name, source })?;
         let cells: Vec<Counter> = match whole {
             Some(all) => all,
-            None => (0..self.counters.len())
+            None => (0..len)
                 .map(|i| {
                     Ok(self
                         .counters

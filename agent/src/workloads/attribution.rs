@@ -46,6 +46,9 @@ pub struct Attribution {
     rtt: WorkloadRttTotals,
     pod_labels: bool,
     stats: WorkloadStats,
+    /// One past the highest index the adopted counters had counted under: read on (and
+    /// credited as today) until this agent's own indices pass it.
+    adopted_bound: u32,
 }
 
 impl Attribution {
@@ -62,6 +65,7 @@ impl Attribution {
             totals: WorkloadTotals::new(series_cap),
             rtt: WorkloadRttTotals::default(),
             pod_labels: cfg.pod_labels,
+            adopted_bound: 0,
             stats: WorkloadStats {
                 enabled: true,
                 cgroup_capacity: cfg.max_cgroups,
@@ -75,8 +79,12 @@ impl Attribution {
     /// counters as the baseline, and write the first walk.
     pub fn start(&mut self, maps: &mut KernelMaps) -> Result<(), MapsError> {
         maps.workloads.clear()?;
-        self.totals.baseline(&maps.workloads.read_counters()?);
-        self.rtt.baseline(&maps.workloads.read_rtt()?);
+        // Every index: adopted (pinned) maps may hold counts under any of them.
+        let adopted = maps.workloads.read_counters(u32::MAX)?;
+        let adopted_rtt = maps.workloads.read_rtt(u32::MAX)?;
+        self.adopted_bound = adopted.iter().map(|c| c.index + 1).chain(adopted_rtt.iter().map(|c| c.index + 1)).max().unwrap_or(0);
+        self.totals.baseline(&adopted);
+        self.rtt.baseline(&adopted_rtt);
         self.stats.index_capacity = maps.workloads.capacity();
         self.stats.rtt_entries = maps.workloads.rtt_entries();
         self.walk(maps, Instant::now(), &[])
@@ -145,8 +153,9 @@ impl Attribution {
         maps: &KernelMaps,
         rows: &BTreeMap<u32, ZoneKey>,
     ) -> Result<(), MapsError> {
-        let rtt = maps.workloads.read_rtt()?;
-        let cells = maps.workloads.read_counters()?;
+        let bound = self.registry.index_bound().max(self.adopted_bound);
+        let rtt = maps.workloads.read_rtt(bound)?;
+        let cells = maps.workloads.read_counters(bound)?;
         let labels: BTreeMap<u32, WorkloadLabels> = cells
             .iter()
             .map(|c| c.index)

@@ -154,6 +154,11 @@ impl<R: RuntimeSource> WorkloadRegistry<R> {
         }
     }
 
+    /// One past the highest index ever handed out: cells above it have never counted.
+    pub fn index_bound(&self) -> u32 {
+        u32::from(FIRST_WORKLOAD_INDEX) + self.slots.len() as u32
+    }
+
     /// Walks `tree` and refreshes from it.
     pub fn refresh_from(
         &mut self,

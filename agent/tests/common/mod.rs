@@ -121,8 +121,13 @@ impl Agent {
 
     /// The figures after everything sent so far has been drained (two drains: one may have been
     /// under way while the traffic ended).
+    /// Two drains after now; and no slot's counters grew without the kernel flagging the slot
+    /// seen (the drain reads only flagged slots between its periodic reads of every slot).
     pub fn settled(&self) -> Metrics {
-        self.wait_for_drains(2)
+        let m = self.wait_for_drains(2);
+        let holes = m.value("azflow_drain_unflagged_slots_total", &[]);
+        assert_eq!(holes, 0.0, "{holes} slots grew without their seen flag:\n{}", self.log());
+        m
     }
 
     pub fn pid(&self) -> u32 {
