@@ -128,6 +128,35 @@ pub fn lower_us(cell: u32) -> u64 {
     if cell == ZERO_CELL { 0 } else { THRESHOLDS_US[(cell as usize - 1).min(BUCKETS as usize - 1)] }
 }
 
+/// Cells of a histogram `shift` steps coarser than the kernel's (scale `SCALE − shift`): each of
+/// its buckets is exactly `2^shift` consecutive kernel buckets, OTLP's downscaling rule (index
+/// `i` → `i >> shift`), because [`MIN_INDEX`] is a multiple of `2^shift` (for `shift ≤ 5`), so
+/// no coarse bucket straddles the zero bucket or the start of the range.
+pub const fn buckets_at(shift: u32) -> u32 {
+    1 + ((MAX_INDEX >> shift) - (MIN_INDEX >> shift) + 1) as u32
+}
+
+/// The coarse cell holding kernel cell `cell` (the zero bucket stays the zero bucket).
+#[inline(always)]
+pub const fn coarse_cell(cell: u32, shift: u32) -> u32 {
+    if cell == ZERO_CELL { ZERO_CELL } else { 1 + ((cell - 1) >> shift) }
+}
+
+/// OTLP exponential index, at scale `SCALE − shift`, of a non-zero coarse cell.
+pub const fn index_at(cell: u32, shift: u32) -> i32 {
+    (MIN_INDEX >> shift) + cell as i32 - 1
+}
+
+/// Largest whole microsecond a coarse cell holds: that of the last kernel cell it covers.
+pub fn upper_us_at(cell: u32, shift: u32) -> u64 {
+    if cell == ZERO_CELL { 0 } else { THRESHOLDS_US[((cell as usize) << shift).min(BUCKETS as usize - 1)] }
+}
+
+/// Largest whole microsecond *below* a non-zero coarse cell: it holds `(lower_us_at, upper_us_at]`.
+pub fn lower_us_at(cell: u32, shift: u32) -> u64 {
+    if cell == ZERO_CELL { 0 } else { THRESHOLDS_US[((cell as usize - 1) << shift).min(BUCKETS as usize - 1)] }
+}
+
 /// Events counted per row besides the histograms.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,6 +332,40 @@ mod tests {
         let empty = (1..BUCKETS).filter(|c| upper_us(*c) == lower_us(*c)).count();
         assert_eq!(empty, 18);
         assert!((bucket(12)..BUCKETS).all(|c| upper_us(c) > lower_us(c)));
+    }
+
+    /// Every whole microsecond up to 20 s: the coarse cell of its kernel cell is the coarse bucket
+    /// of the OTLP definition at scale `3 − shift` (index `⌈log2(v)·2^scale⌉ − 1`, clamped to the
+    /// range), its whole-µs bounds contain it, and coarse cells tile the kernel's exactly.
+    #[test]
+    fn coarse_cells_are_exact_downscales_of_the_kernel_buckets() {
+        for shift in 0..=3u32 {
+            let n = buckets_at(shift);
+            assert_eq!(n, 1 + (200 >> shift), "shift {shift}");
+            assert_eq!(coarse_cell(BUCKETS - 1, shift), n - 1, "the last kernel cell is the last coarse one");
+            assert_eq!(coarse_cell(ZERO_CELL, shift), ZERO_CELL);
+            for c in 1..BUCKETS {
+                // OTLP downscaling: the coarse index is the kernel index shifted.
+                assert_eq!(index_at(coarse_cell(c, shift), shift), index(c) >> shift, "cell {c} shift {shift}");
+            }
+            for c in 2..n {
+                assert_eq!(lower_us_at(c, shift), upper_us_at(c - 1, shift), "contiguous: cell {c} shift {shift}");
+            }
+        }
+        let mut v = 1u64;
+        while v <= 20_000_000 {
+            for shift in [1u32, 2] {
+                let c = coarse_cell(bucket(v), shift);
+                assert!(lower_us_at(c, shift) < v && v <= upper_us_at(c, shift), "{v} µs in coarse cell {c} (shift {shift})");
+                let scale = SCALE - shift as i32;
+                let i = index_at(c, shift);
+                let s = v as f64 * 1e-6;
+                let (lo, hi) = ((f64::from(i) / f64::from(1 << scale)).exp2(), (f64::from(i + 1) / f64::from(1 << scale)).exp2());
+                let near = |b: f64| (s - b).abs() <= b * 1e-12;
+                assert!(near(hi) || near(lo) || (lo < s && s <= hi), "{v} µs: scale-{scale} index {i} is ({lo}, {hi}]");
+            }
+            v += 1 + v / 997;
+        }
     }
 
     #[test]

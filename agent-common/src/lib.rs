@@ -8,9 +8,11 @@
 pub mod hist;
 pub mod nat;
 pub mod workload;
+pub mod workload_rtt;
 
 /// Bumped whenever a map layout or meaning changes; pinned maps carry it in their path so a new
-/// agent never misreads an old layout.
+/// agent never misreads an old layout. (Not for additions an older agent of the same schema
+/// reads safely: `AZF_WL_RTT` is a new map, and `State::workload_rtt` was zeroed padding.)
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// Map names, shared so user space never spells one differently from the kernel.
@@ -34,11 +36,12 @@ pub mod map_names {
     pub const WL_UNKNOWN: &str = "AZF_WL_UNKNOWN";
     pub const WL_STATS: &str = "AZF_WL_STATS";
     pub const SLOT_SEEN: &str = "AZF_SLOT_SEEN";
+    pub const WL_RTT: &str = "AZF_WL_RTT";
 
     /// Every map, for pinning.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         SUBNETS_V4, SUBNETS_V6, COUNTERS, UNMAPPED, ERRORS, STATE, SOCK_CLASS, RTT_HIST, CONNECT_HIST, TCP_EVENTS,
-        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST, WORKLOAD_IDX, WL_COUNTERS, WL_UNKNOWN, WL_STATS, SLOT_SEEN,
+        NAT, NAT_PENDING, NAT_STATS, SRTT_HIST, WORKLOAD_IDX, WL_COUNTERS, WL_UNKNOWN, WL_STATS, SLOT_SEEN, WL_RTT,
     ];
 }
 
@@ -296,7 +299,7 @@ pub struct SockState {
 /// Index 0 of the single-entry state array user space writes.
 ///
 /// Layout (24 bytes): `generation: u32 @0`, `workload_generation: u32 @4`,
-/// `rtt_interval_ns: u64 @8`, `workload_capacity: u32 @16`, `_pad: u32 @20`.
+/// `rtt_interval_ns: u64 @8`, `workload_capacity: u32 @16`, `workload_rtt: u32 @20`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -310,7 +313,9 @@ pub struct State {
     pub rtt_interval_ns: u64,
     /// Workload indices with counter cells; an index at or beyond it counts as `other`.
     pub workload_capacity: u32,
-    pub _pad: u32,
+    /// [`workload_rtt::Mode`]: which rows get per-workload RTT. Was padding before; a state an
+    /// older agent of this schema wrote holds 0 there, which is off.
+    pub workload_rtt: u32,
 }
 
 /// Kernel-side failures, counted per CPU instead of logged (indexes into [`map_names::ERRORS`]).
@@ -329,7 +334,8 @@ pub enum KernelError {
     SockStorage = 4,
     /// A new unmapped prefix entered the LRU (not an error: inserted − present = evicted).
     UnmappedNew = 5,
-    /// A workload counter cell outside the array (the bytes are in the host totals still).
+    /// A workload counter cell or RTT entry outside its array (the bytes and the sample are in
+    /// the host totals still).
     WorkloadIndex = 6,
 }
 
@@ -388,6 +394,8 @@ mod pod {
     unsafe impl aya::Pod for SockState {}
     // SAFETY: repr(C), two u32, a u64, two u32: no implicit padding (24 bytes).
     unsafe impl aya::Pod for State {}
+    // SAFETY: repr(C), u64 fields only (an array and two more), no padding (424 bytes).
+    unsafe impl aya::Pod for workload_rtt::WorkloadRtt {}
 }
 
 #[cfg(test)]

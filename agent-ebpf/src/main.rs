@@ -7,6 +7,7 @@
 //!                                              ├─► SUBNETS_V4/V6 (LPM) ─► {slot, zone, class}
 //!                                              └─► (workload generation stale) WORKLOAD_IDX[cgroup id] ─► index,
 //!                                                  unknown ids ─► WL_UNKNOWN (user space names them)
+//!  ack ─► sock_ops RTT sample ─► RTT_HIST[row] ─► WL_RTT[workload][row] (cross-AZ rows by default)
 //! ```
 //! Entry points stay thin: every failure becomes a per-CPU error counter and the packet is
 //! always allowed — the meter must never drop traffic.
@@ -23,6 +24,7 @@ mod rtt;
 mod srtt;
 mod sockcache;
 mod workload;
+mod workload_rtt;
 
 use agent_common::Direction;
 use aya_ebpf::{

@@ -8,6 +8,7 @@ use agent_common::{
         WORKLOAD_UNKNOWN,
     },
     nat::{NatKey, NatStat, NatTarget, PendingValue},
+    workload_rtt::{Mode, WorkloadRtt},
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -94,6 +95,13 @@ pub static AZF_WL_COUNTERS: PerCpuArray<Counter, { agent_common::workload::cells
 /// costs a bounded map; user space deletes what it read.
 #[btf_map]
 pub static AZF_WL_UNKNOWN: LruHashMap<u64, u64, { WORKLOAD_UNKNOWN as usize }> = LruHashMap::new();
+
+/// `workload_rtt::entry(index, row)` → that workload's RTT samples towards that row. Shared, not
+/// per CPU (atomic adds; samples are rate-limited per socket), so its memory does not grow with
+/// the CPU count; user space sizes it (one entry when `--workload-rtt off`).
+#[btf_map]
+pub static AZF_WL_RTT: Array<WorkloadRtt, { agent_common::workload_rtt::entries(WORKLOAD_INDICES, Mode::CrossAz) as usize }> =
+    Array::new();
 
 /// `WorkloadStat` → count.
 #[btf_map]

@@ -1,5 +1,6 @@
 //! sock_ops: the kernel's own RTT samples, active-open durations and retransmissions, into
-//! per-CPU histograms and counters per destination row. No per-sample event leaves the kernel.
+//! per-CPU histograms and counters per destination row, and each RTT sample once more under the
+//! socket's workload (`workload_rtt`). No per-sample event leaves the kernel.
 
 use agent_common::{
     SockState, SubnetInfo,
@@ -22,7 +23,7 @@ use crate::{
     account::{atomic_add, count_error},
     classify::{self, IPPROTO_TCP, IpInfo},
     maps::{AZF_CONNECT_HIST, AZF_RTT_HIST, AZF_TCP_EVENTS},
-    nat, sockcache,
+    nat, sockcache, workload_rtt,
 };
 
 const AF_INET: u32 = 2;
@@ -63,7 +64,7 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
             // SAFETY: as above.
             unsafe { (*s).connect_start_ns = 0 };
             match classify_socket(ctx, sk) {
-                Some((row, _)) => add_sample(&AZF_CONNECT_HIST, row, us),
+                Some((row, _, _)) => add_sample(&AZF_CONNECT_HIST, row, us),
                 // Still NAT-pending: held until the real destination is known.
                 // SAFETY: as above.
                 None => unsafe { (*s).held_connect_us = us.max(1) },
@@ -77,13 +78,13 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
         BPF_SOCK_OPS_RETRANS_CB => {
             // args: seq, segments, error (0 when the retransmission went out).
             if ctx.arg(2) == 0 {
-                if let Some((row, _)) = classify_socket(ctx, sk) {
+                if let Some((row, _, _)) = classify_socket(ctx, sk) {
                     add_event(row, TcpEvent::RetransmitSegments, u64::from(ctx.arg(1)).max(1));
                 }
             }
         }
         BPF_SOCK_OPS_RTO_CB => {
-            if let Some((row, _)) = classify_socket(ctx, sk) {
+            if let Some((row, _, _)) = classify_socket(ctx, sk) {
                 add_event(row, TcpEvent::Rto, 1);
             }
         }
@@ -110,7 +111,7 @@ fn mark_callbacks(sk: *mut bpf_sock) {
 
 #[inline(always)]
 fn on_rtt(ctx: &SockOpsContext, sk: *mut bpf_sock) {
-    let Some((row, s)) = classify_socket(ctx, sk) else { return };
+    let Some((row, class, s)) = classify_socket(ctx, sk) else { return };
     let now = now_ns();
     if !s.is_null() {
         // An earlier agent switched the callbacks on (a restart without --pin): say so once.
@@ -137,20 +138,22 @@ fn on_rtt(ctx: &SockOpsContext, sk: *mut bpf_sock) {
     let us = if mrtt != 0 && mrtt < u64::from(u32::MAX >> 1) { mrtt } else { srtt };
     add_sample(&AZF_RTT_HIST, row, us);
     add_event(row, TcpEvent::RttSamples, 1);
+    // SAFETY: `s` is NULL or this socket's storage.
+    unsafe { workload_rtt::record(s, class, row, us) };
 }
 
-/// The histogram row of this socket's remote end and its storage (NULL when unavailable), read
+/// The histogram row and class of this socket's remote end and its storage (NULL when unavailable), read
 /// from the classification the byte path cached. sock_ops never classifies by the socket's own
 /// remote address when the byte path has: that address may be a VIP the packets no longer carry
 /// (OUTPUT DNAT). `None` while the socket waits for its NAT mapping.
 #[inline(always)]
-fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, *mut SockState)> {
+fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, u8, *mut SockState)> {
     // SAFETY: sock_ops callbacks used here run on full sockets.
     let s = unsafe { sockcache::storage(sk) };
     if s.is_null() {
         count_error(KernelError::SockStorage);
         let info = lookup_remote(ctx)?;
-        return Some((hist::row(info.zone_idx, info.class), s));
+        return Some((hist::row(info.zone_idx, info.class), info.class, s));
     }
     let generation = sockcache::generation();
     // SAFETY: non-NULL storage of our value type (every access below).
@@ -189,7 +192,7 @@ fn classify_socket(ctx: &SockOpsContext, sk: *mut bpf_sock) -> Option<(u32, *mut
             }
         }
     };
-    Some((hist::row(info.zone_idx, info.class), s))
+    Some((hist::row(info.zone_idx, info.class), info.class, s))
 }
 
 /// The socket's pre-NAT tuple, as the byte path builds it from packets.

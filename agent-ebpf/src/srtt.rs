@@ -10,9 +10,10 @@ use agent_common::{
 };
 use aya_ebpf::{bindings::bpf_sock, helpers::{bpf_ktime_get_ns, generated::bpf_tcp_sock}};
 
-use crate::{maps::AZF_SRTT_HIST, rtt, sockcache};
+use crate::{maps::AZF_SRTT_HIST, rtt, sockcache, workload_rtt};
 
-/// Samples `full`'s smoothed RTT if it is due.
+/// Samples `full`'s smoothed RTT if it is due; the sample also goes to the socket's workload
+/// (whose index the byte path has just refreshed in `cache`).
 ///
 /// # Safety
 /// `full` is a full TCP socket and `cache` its non-NULL storage, both valid for the program run.
@@ -48,5 +49,7 @@ pub unsafe fn poll(full: *mut bpf_sock, cache: *mut SockState, zone_idx: u16, cl
     if us != 0 {
         rtt::add_sample(&AZF_SRTT_HIST, row, us);
         rtt::add_event(row, TcpEvent::SrttSamples, 1);
+        // SAFETY: per the contract.
+        unsafe { workload_rtt::record(cache, class, row, us) };
     }
 }

@@ -96,6 +96,7 @@ pub struct NatSetup {
 
 impl Collector {
     /// Writes `table` to the kernel (generation 1) and starts counting from there.
+    #[expect(clippy::too_many_arguments, reason = "each is a separate piece `run` builds and hands over once; a struct for them would only move the list")]
     pub fn new(
         mut maps: KernelMaps,
         table: KernelTable,
@@ -297,7 +298,7 @@ impl Collector {
         let (table, retired) = (&self.table, &self.retired);
         self.acc.absorb(&reads, |slot| slot_meaning(table, slot).or_else(|| meaning_in(retired, slot)));
         let nat = self.sweep_nat()?;
-        let (workload_flows, workload_stats) = match &mut self.workloads {
+        let workloads = match &mut self.workloads {
             Some(a) => {
                 a.refresh(&mut self.maps, &self.latency_rows, false)?;
                 a.snapshot(&self.maps)?
@@ -343,8 +344,9 @@ impl Collector {
             subnet_flows,
             subnet_series_overflow,
             nat,
-            workload_flows,
-            workload_stats,
+            workload_flows: workloads.flows,
+            workload_rtt: workloads.rtt,
+            workload_stats: workloads.stats,
         })
     }
 

@@ -137,6 +137,29 @@ pub struct RunArgs {
     /// workload="other" (the kernel counts up to --max-workloads).
     #[arg(long, env = "AZFLOW_WORKLOAD_SERIES", default_value_t = 200)]
     pub workload_series: usize,
+    /// RTT histograms per workload and destination zone: "cross-az" (destinations of class
+    /// cross_az), "all" destinations, or "off". Sizes a kernel map of (--max-workloads + 2) × 37
+    /// histograms of 424 bytes (3.0 MiB at the default), shared by all CPUs.
+    #[arg(long, env = "AZFLOW_WORKLOAD_RTT", value_enum, default_value_t = WorkloadRttMode::CrossAz)]
+    pub workload_rtt: WorkloadRttMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadRttMode {
+    CrossAz,
+    All,
+    Off,
+}
+
+impl WorkloadRttMode {
+    pub const fn kernel(self) -> agent_common::workload_rtt::Mode {
+        use agent_common::workload_rtt::Mode;
+        match self {
+            Self::CrossAz => Mode::CrossAz,
+            Self::All => Mode::All,
+            Self::Off => Mode::Off,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,6 +215,8 @@ pub struct Limits {
     pub workload_indices: u32,
     /// Live cgroups the kernel maps to a workload index.
     pub workload_cgroups: u32,
+    /// Which destination rows get per-workload RTT histograms (sizes their map).
+    pub workload_rtt: agent_common::workload_rtt::Mode,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -299,6 +324,7 @@ impl RunArgs {
                 nat_pending: self.nat_max_pending,
                 workload_indices: u32::from(workloads.registry.max_workloads) + u32::from(crate::workloads::FIRST_WORKLOAD_INDEX),
                 workload_cgroups: workloads.max_cgroups,
+                workload_rtt: self.workload_rtt.kernel(),
             },
             workloads,
             workload_series: self.workload_series,
@@ -368,6 +394,12 @@ mod tests {
         assert_eq!(c.drain_interval, Duration::from_secs(5));
         assert_eq!(c.limits.max_subnets, 4096);
         assert_eq!(c.prometheus_buckets, crate::export::classic_buckets::ClassicBuckets::default());
+        assert_eq!(c.limits.workload_rtt, agent_common::workload_rtt::Mode::CrossAz);
+        let all = args(&["--workload-rtt", "all"]).validate().expect("all");
+        assert_eq!(all.limits.workload_rtt, agent_common::workload_rtt::Mode::All);
+        assert_eq!(args(&["--workload-rtt", "off"]).validate().expect("off").limits.workload_rtt, agent_common::workload_rtt::Mode::Off);
+        let bad = Cli::try_parse_from(["azflow", "run", "--workload-rtt", "same-az"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(bad.contains("--workload-rtt"), "{bad}");
     }
 
     #[test]

@@ -85,13 +85,22 @@ pub struct WorkloadFlowKey {
     pub dst: ZoneKey,
 }
 
+/// Labels of one per-workload RTT histogram: a workload and a destination row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadRowKey {
+    pub workload: WorkloadLabels,
+    pub dst: ZoneKey,
+}
+
 /// Self-metrics of workload attribution: caps and what was folded into `other`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadStats {
     pub enabled: bool,
-    /// Kernel: workload indices with counters (host and other included), cgroups it can map.
+    /// Kernel: workload indices with counters (host and other included), cgroups it can map,
+    /// (workload, row) RTT histograms it keeps (0: `--workload-rtt off`).
     pub index_capacity: u32,
     pub cgroup_capacity: u32,
+    pub rtt_entries: u32,
     /// Registry: live cgroups, those mapped to other, workloads holding an index.
     pub cgroups: u64,
     pub other_cgroups: u64,
@@ -179,6 +188,9 @@ pub struct Snapshot {
     /// The same bytes as `flows`, split by local workload and destination row (zone, or class
     /// for catch-all ranges); capped (see `workloads::totals`).
     pub workload_flows: BTreeMap<WorkloadFlowKey, Counter>,
+    /// RTT per local workload and destination row (scale-1 cells: `Histogram::shift` 2), for the
+    /// rows `--workload-rtt` chose; capped as `workload_flows` (see `workloads::rtt`).
+    pub workload_rtt: BTreeMap<WorkloadRowKey, Histogram>,
     pub workload_stats: WorkloadStats,
 }
 

@@ -186,6 +186,7 @@ fn dashboard_has_a_panel_for_everything_it_promises() {
         ("Unmapped destinations", "bytes"),
         ("Same-AZ share (AZ-affinity score)", "percentunit"),
         ("RTT p50 / p99", "s"),
+        ("Workload RTT p50 / p99 to each AZ", "s"),
         ("Connect time", "s"),
         ("Retransmits", "cps"),
         ("Export and drain failures", "cps"),
@@ -218,6 +219,7 @@ fn dashboard_has_a_panel_for_everything_it_promises() {
     }
     for (needle, q) in [
         ("RTT p50 / p99", ["0.5", "0.99"]),
+        ("Workload RTT p50 / p99 to each AZ", ["0.5", "0.99"]),
         ("Connect time", ["0.5", "0.99"]),
     ] {
         let exprs: Vec<String> = queries(&find(needle)).into_iter().map(|q| q.expr).collect();

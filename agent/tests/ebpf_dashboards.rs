@@ -265,6 +265,19 @@ fn ebpf_every_dashboard_panel_shows_the_bed_traffic_and_dollars_are_wire_bytes_t
         "cross-AZ ${total:.6} in {range_s} s (wire × price ${wire_total:.6}), ${per_day:.2}/day, ${per_month:.2}/month, same-AZ share {share:.4}"
     );
 
+    // Workload RTT: the bed's host processes are the host workload; by default only its cross-AZ
+    // destinations have workload RTT, each with a p50 and a p99.
+    for (q, result) in ["p50", "p99"].iter().zip(panel("Workload RTT p50 / p99 to each AZ")) {
+        let mut seen: Vec<(String, String)> = result
+            .iter()
+            .filter(|s| values(s).iter().any(|v| v.is_finite()))
+            .map(|s| (s["metric"]["workload"].as_str().unwrap_or_default().to_string(), s["metric"]["dst_zone"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        seen.sort();
+        println!("workload RTT {q}: {seen:?}");
+        assert_eq!(seen, [("host".to_string(), id("b1")), ("host".to_string(), id("c1"))], "{q}: the host workload towards the cross-AZ zones only");
+    }
+
     let (status, _) = agent.stop();
     assert!(status.success(), "azflow exited with {status}");
     drop(prom);

@@ -113,4 +113,36 @@ fn ebpf_native_histograms_in_prometheus_agree_with_the_classic_buckets_and_the_k
     }
     println!("{rows} rows agree; delay line {stats:?}");
     assert_eq!(rows, 6);
+
+    // The host workload's RTT towards the cross-AZ zones: a native histogram at schema 1 whose
+    // count and sum are the agent's, and whose median lies in the classic bucket of the classic
+    // median (every scale-1 boundary is a native boundary at schema 1).
+    let name = "azflow_workload_tcp_rtt_seconds";
+    for zone in [Zone::B, Zone::C] {
+        let (_, id) = zone_labels(zone);
+        let sel = format!("{{workload=\"host\",dst_zone_id=\"{id}\"}}");
+        let want = [("workload", "host"), ("dst_zone_id", id)];
+        let (kernel_count, kernel_sum) = (kernel.value(&format!("{name}_count"), &want), kernel.value(&format!("{name}_sum"), &want));
+        let raw = native.query(&format!("{name}{sel}"), t_native);
+        assert_eq!(raw.len(), 1, "{name}{sel}: one native series: {raw:?}");
+        assert!(raw[0]["histogram"][1].is_object(), "{name}{sel} is not a native histogram: {raw:?}");
+        let n_count = single(&native.query(&format!("histogram_count({name}{sel})"), t_native), "histogram_count");
+        let n_sum = single(&native.query(&format!("histogram_sum({name}{sel})"), t_native), "histogram_sum");
+        let n_p50 = single(&native.query(&format!("histogram_quantile(0.5, {name}{sel})"), t_native), "native p50");
+        let c_p50 = single(&classic.query(&format!("histogram_quantile(0.5, {name}_bucket{sel})"), t_classic), "classic p50");
+        let mut les: Vec<f64> = kernel
+            .series
+            .iter()
+            .filter(|(n, l, _)| n == &format!("{name}_bucket") && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, l, _)| l["le"].parse::<f64>().unwrap_or(f64::INFINITY))
+            .collect();
+        les.sort_by(f64::total_cmp);
+        let hi = les.iter().copied().find(|le| *le >= c_p50).unwrap_or(f64::INFINITY);
+        let lo = les.iter().copied().rev().find(|le| *le < hi).unwrap_or(0.0);
+        println!("{name} → {id}: kernel count {kernel_count} sum {kernel_sum:.6}; native count {n_count} sum {n_sum:.6} p50 {:.1} µs; classic p50 {:.1} µs in ({:.0}, {:.0}] µs", n_p50 * 1e6, c_p50 * 1e6, lo * 1e6, hi * 1e6);
+        assert!(kernel_count > 0.0, "{id}: workload RTT samples");
+        assert_eq!(n_count, kernel_count, "{id}: native count is the agent's");
+        assert!((n_sum - kernel_sum).abs() <= kernel_sum * 1e-12, "{id}: native sum {n_sum} vs {kernel_sum}");
+        assert!(lo - 1e-9 <= n_p50 && n_p50 <= hi + 1e-9, "{id}: native p50 {n_p50} outside the classic bucket ({lo}, {hi}]");
+    }
 }

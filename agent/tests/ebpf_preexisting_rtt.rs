@@ -1,7 +1,9 @@
 //! Latency of connections that were open before the agent started (long-lived gRPC, database and
 //! cache connections): the byte path reads the kernel's smoothed RTT of such sockets, since no
 //! sock_ops callbacks were ever switched on for them. Checked against the delay line and against
-//! the kernel srtt the client reads on the same sockets (`tcp_info.tcpi_rtt`).
+//! the kernel srtt the client reads on the same sockets (`tcp_info.tcpi_rtt`). The same smoothed
+//! RTTs go to the sockets' workload (here `host`): its RTT count per zone is the host's per-ack
+//! plus smoothed count, exactly.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 use azflow_tests::{Family, TestBed, Zone, process::Proc, protocol::Report};
 use common::{
     Agent, Uninstall, ensure_bpffs, rel_err,
-    latency::{measure_until_valid, on_time, quantile_us},
+    latency::{measure_until_valid, on_time, quantile_us, quantile_us_where},
     write_topology, zone_labels,
 };
 
@@ -78,6 +80,15 @@ fn attempt_ebpf_connections_opened_before_the_agent_get_rtt() -> Option<()> {
         assert!(smoothed >= 50.0, "{dst}: only {smoothed} smoothed samples");
         assert!(rel_err(p50, expect) <= 0.10, "{dst}: srtt p50 {p50} vs {expect}");
         assert!(ss > 0.0 && rel_err(p50, ss) <= 0.10, "{dst}: srtt p50 {p50} vs the kernel's {ss}");
+        // Per workload: the smoothed RTTs too (scale 1: a 41 % bucket, so 25 %; ebpf_workload_rtt).
+        let count = |name: &str, want: &[(&str, &str)]| m.value(&format!("{name}_count"), want);
+        let workload = count("azflow_workload_tcp_rtt_seconds", &[("dst_zone_id", id)]);
+        // + 0.0: an empty sum is -0.0.
+        let (host_rtt, host_srtt) = (count("azflow_tcp_rtt_seconds", &[("dst_zone_id", id)]) + 0.0, count("azflow_tcp_srtt_seconds", &[("dst_zone_id", id)]) + 0.0);
+        let wl_p50 = quantile_us_where(&m, "azflow_workload_tcp_rtt_seconds", &[("workload", "host"), ("dst_zone_id", id)], 0.5).unwrap_or(0.0);
+        println!("a1->{dst}: workload host RTT p50 {wl_p50:.0} µs over {workload} samples = {host_rtt} per-ack + {host_srtt} smoothed");
+        assert_eq!(workload, host_rtt + host_srtt, "{dst}: the workload RTT count is the host's per-ack plus smoothed count");
+        assert!(rel_err(wl_p50, expect) <= 0.25, "{dst}: workload RTT p50 {wl_p50} vs {expect}");
     }
     let (status, _) = agent.stop();
     assert!(status.success());

@@ -15,7 +15,8 @@
 //!
 //! Checked: per-workload bytes per (destination zone, direction) within 0.5 % of the wire; the
 //! sum over workloads equals the host totals exactly once traffic has stopped; a workload that
-//! exits (its cgroups gone, its index released) keeps its final counts in the export.
+//! exits (its cgroups gone, its index released) keeps its final counts in the export, its RTT
+//! histograms (cross-AZ) included.
 //!
 //! Root only; without root or the tools it prints SKIPPED, and with `AZFLOW_REQUIRE_EBPF=1` fails.
 
@@ -279,6 +280,11 @@ fn ebpf_workload_bytes_match_each_workloads_wire_truth() {
         .iter()
         .map(|w| m.value("azflow_workload_tcp_bytes_total", &[("workload", w.name)]))
         .collect();
+    let rtt_count = |m: &Metrics, w: &Workload| m.value("azflow_workload_tcp_rtt_seconds_count", &[("workload", w.name)]);
+    let rtt_finals: Vec<f64> = workloads.iter().map(|w| rtt_count(&m, w)).collect();
+    for (w, n) in workloads.iter().zip(&rtt_finals) {
+        assert!(*n > 0.0, "{}: RTT samples towards the other AZs", w.name);
+    }
     rt.block_on(cri::remove_pod(&mut client, &sandbox));
     ctrd.ctr(PLAIN_NS, &["tasks", "kill", "-s", "SIGKILL", CONTAINER]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -321,6 +327,11 @@ fn ebpf_workload_bytes_match_each_workloads_wire_truth() {
             "{} keeps its final counts after it exits",
             w.name
         );
+    }
+    for (w, before) in workloads.iter().zip(&rtt_finals) {
+        let after = rtt_count(&m, w);
+        println!("{} RTT samples after exit: {after} (before {before})", w.name);
+        assert_eq!(after, *before, "{} keeps its final RTT histograms after it exits", w.name);
     }
     let (status, _) = agent.stop();
     assert!(status.success(), "azflow exited with {status}");

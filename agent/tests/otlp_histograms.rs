@@ -216,6 +216,50 @@ fn same_as_prometheus(e: &Export, m: &Metrics, delta_from_start: bool, exponenti
     rows
 }
 
+/// Every per-workload RTT histogram Prometheus shows (cross-AZ rows by default), against its OTLP
+/// point: the same workload and zone attributes, scale 1 (or the scale-1 bounds), and the same
+/// cumulative count at every classic `le` (`--prometheus-buckets all`: every scale-1 boundary).
+/// Returns the histograms compared.
+fn workload_rtt_same_as_prometheus(e: &Export, m: &Metrics, exponential: bool) -> usize {
+    let (otlp, prom) = ("azflow.workload.tcp.rtt", "azflow_workload_tcp_rtt_seconds");
+    let counts: Vec<&(String, BTreeMap<String, String>, f64)> = m.series.iter().filter(|s| s.0 == format!("{prom}_count")).collect();
+    let points = if exponential { e.exponentials_of(otlp).count() } else { e.histograms_of(otlp).count() };
+    assert_eq!(points, counts.len(), "{otlp}: one point per Prometheus histogram");
+    for (_, labels, prom_count) in &counts {
+        let mut attrs = otlp_attributes(labels);
+        for (otlp_key, prom_key) in [("azflow.workload.name", "workload"), ("azflow.workload.kind", "workload_kind"), ("k8s.namespace.name", "namespace")] {
+            attrs.insert(otlp_key.to_string(), labels.get(prom_key).cloned().unwrap_or_default());
+        }
+        assert_eq!(labels["traffic_class"], "cross_az", "{prom}: cross-AZ rows only by default");
+        let classic = prometheus_row(m, prom, labels);
+        let (_, finite) = classic.split_last().expect("+Inf");
+        assert!(finite.len() > 40, "{prom}: every scale-1 boundary: {}", finite.len());
+        let count = if exponential {
+            let p = e.exponentials_of(otlp).find(|p| p.attributes == attrs).unwrap_or_else(|| panic!("{otlp} {attrs:?}"));
+            assert_eq!(p.scale, 1, "{otlp}: scale 1");
+            for (le, cumulative) in finite {
+                // Bucket i at scale 1 is (2^(i/2), 2^((i+1)/2)] s; its largest whole µs ≤ le.
+                let upper_us = |i: i32| (1e6 * (f64::from(i + 1) / 2.0).exp2() + 1e-6).floor();
+                let below: u64 = p.zero_count + p.counts.iter().enumerate().filter(|(k, _)| upper_us(p.offset + *k as i32) <= *le).map(|(_, n)| n).sum::<u64>();
+                assert_eq!(below, *cumulative, "{otlp} {attrs:?}: samples ≤ {le} µs");
+            }
+            p.count
+        } else {
+            let p = e.histograms_of(otlp).find(|p| p.attributes == attrs).unwrap_or_else(|| panic!("{otlp} {attrs:?}"));
+            let bounds_us: Vec<f64> = p.bounds.iter().map(|b| (b * 1e6).round()).collect();
+            assert_eq!(bounds_us, finite.iter().map(|(le, _)| *le).collect::<Vec<_>>(), "{otlp}: the scale-1 bounds, as Prometheus's le");
+            let mut cumulative = 0;
+            for (i, n) in p.counts.iter().enumerate() {
+                cumulative += n;
+                assert_eq!(cumulative, classic[i].1, "{otlp} {attrs:?}: bucket {i}");
+            }
+            p.count
+        };
+        assert_eq!(count as f64, *prom_count, "{otlp} {attrs:?}: count");
+    }
+    counts.len()
+}
+
 /// gRPC sends the default (exponential), HTTP the explicit bounds.
 fn check(protocol: Protocol) {
     let Some(bed) = TestBed::new_or_skip() else { return };
@@ -272,6 +316,8 @@ fn check(protocol: Protocol) {
         assert_eq!(h.get("content-encoding").map(String::as_str), Some("gzip"), "the configured compression: {h:?}");
     }
     let rows = same_as_prometheus(&e, &m, false, exponential);
+    let workload_rows = workload_rtt_same_as_prometheus(&e, &m, exponential);
+    assert_eq!(workload_rows, 2, "the host workload towards b and c");
 
     // The data itself: the injected delay shows, same-subnet stays below 100 µs.
     let (_, b_id) = zone_labels(Zone::B);

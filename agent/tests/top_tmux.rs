@@ -1,7 +1,8 @@
 //! `azflow top` in a real terminal (tmux: send-keys, capture-pane), as a person uses it, against
 //! a metrics endpoint served by the test whose counters grow by known amounts per scrape: the
-//! rows, their order under each sort key, the filter and quitting are asserted. `--once` is
-//! checked on its stdout.
+//! rows, their order under each sort key, each workload's RTT p50/p99 per AZ in its row, the
+//! filter and quitting are asserted. `--once` is checked on its stdout, also against an endpoint
+//! without per-workload RTT (an older agent: the host's RTT per AZ is shown instead).
 //!
 //! Needs tmux; without it the test prints SKIPPED (and fails with `AZFLOW_REQUIRE_EBPF=1`).
 
@@ -23,7 +24,20 @@ const GROWTH: [(&str, &str, &str, u64, u64); 3] = [
     ("batch", "container", "", 1_000, 1_000),
 ];
 
-/// Serves /metrics; each request sees the counters one step further.
+/// One workload's RTT buckets towards one zone: (workload, kind, namespace, zone, [(le,
+/// cumulative)]), the last +Inf.
+type RttRow = (&'static str, &'static str, &'static str, &'static str, [(&'static str, u64); 3]);
+
+const RTT: [RttRow; 3] = [
+    // 10 samples in (0.976, 1.381] ms: p50 1.18 ms, p99 1.38 ms.
+    ("cart", "pod", "shop", "us-test-1b", [("0.000976", 0), ("0.001381", 10), ("+Inf", 10)]),
+    // 4 in (0, 1.953] ms and 4 in (1.953, 2.762] ms: p50 1.95 ms, p99 2.75 ms.
+    ("cart", "pod", "shop", "us-test-1c", [("0.001953", 4), ("0.002762", 8), ("+Inf", 8)]),
+    ("api.service", "systemd", "", "us-test-1b", [("0.001953", 4), ("0.002762", 8), ("+Inf", 8)]),
+];
+
+/// Serves /metrics (and /old: the same without per-workload RTT, as an older agent); each
+/// request sees the counters one step further.
 fn serve() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -51,6 +65,16 @@ fn serve() -> u16 {
                 }
             }
             body.push_str("azflow_tcp_rtt_seconds_bucket{dst_zone=\"us-test-1b\",le=\"0.001\"} 10\nazflow_tcp_rtt_seconds_bucket{dst_zone=\"us-test-1b\",le=\"+Inf\"} 10\n");
+            if !head.starts_with(b"GET /old ") {
+                body.push_str("# TYPE azflow_workload_tcp_rtt_seconds histogram\n");
+                for (w, kind, ns, zone, buckets) in RTT {
+                    for (le, n) in buckets {
+                        body.push_str(&format!(
+                            "azflow_workload_tcp_rtt_seconds_bucket{{workload=\"{w}\",workload_kind=\"{kind}\",namespace=\"{ns}\",dst_zone=\"{zone}\",traffic_class=\"cross_az\",le=\"{le}\"}} {n}\n"
+                        ));
+                    }
+                }
+            }
             let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     });
@@ -60,6 +84,14 @@ fn serve() -> u16 {
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux").args(args).output().expect("tmux");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The last `n` cells of a workload's row (its RTT columns), left to right.
+fn rtt_cells(screen: &str, workload: &str, n: usize) -> Vec<String> {
+    let line = screen.lines().find(|l| l.starts_with(workload)).unwrap_or_else(|| panic!("no row {workload}:\n{screen}"));
+    let mut cells: Vec<String> = line.split_whitespace().rev().take(n).map(str::to_string).collect();
+    cells.reverse();
+    cells
 }
 
 /// Workload column of the table's rows, top to bottom.
@@ -103,7 +135,20 @@ fn top_sorts_filters_and_quits_in_a_real_terminal() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(rows(&text), ["api.service", "shop/cart", "batch"], "{text}");
-    assert!(text.contains("us-test-1b"), "RTT per AZ: {text}");
+    let header = text.lines().find(|l| l.starts_with("WORKLOAD")).expect("header");
+    assert!(header.ends_with("AFFINITY RTT us-test-1b RTT us-test-1c"), "an RTT column per AZ: {header:?}");
+    assert_eq!(rtt_cells(&text, "shop/cart", 2), ["1.18/1.38", "1.95/2.75"], "{text}");
+    assert_eq!(rtt_cells(&text, "api.service", 2), ["1.95/2.75", "-"], "{text}");
+    assert_eq!(rtt_cells(&text, "batch", 2), ["-", "-"], "{text}");
+    assert!(!text.contains("RTT of this host"), "the host's RTT only without per-workload RTT: {text}");
+
+    // An agent without per-workload RTT: the host's RTT per AZ below the table, no RTT columns.
+    let old = Command::new(env!("CARGO_BIN_EXE_azflow")).args(["top", "--once", "--interval", "300ms", "--url", &format!("{url}/old")]).output().expect("azflow top --once");
+    assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
+    let old = String::from_utf8_lossy(&old.stdout);
+    assert_eq!(rows(&old), ["api.service", "shop/cart", "batch"], "{old}");
+    assert!(old.lines().any(|l| l.starts_with("WORKLOAD") && l.ends_with("AFFINITY")), "{old}");
+    assert!(old.contains("RTT of this host by destination AZ") && old.lines().any(|l| l.trim_start().starts_with("us-test-1b")), "{old}");
 
     // Bad flag: one line naming it, exit 78.
     let bad = Command::new(env!("CARGO_BIN_EXE_azflow")).args(["top", "--once", "--sort", "loudest", "--url", &url]).output().expect("azflow top");
@@ -123,6 +168,7 @@ fn top_sorts_filters_and_quits_in_a_real_terminal() {
 
     let s = wait_for(&session, "three rows sorted by cross-AZ bytes/s", |s| rows(s).len() == 3 && s.contains("sort: cross-AZ"));
     assert_eq!(rows(&s), ["api.service", "shop/cart", "batch"], "{s}");
+    assert_eq!(rtt_cells(&s, "shop/cart", 2), ["1.18/1.38", "1.95/2.75"], "{s}");
 
     tmux(&["send-keys", "-t", &session, "s"]);
     let s = wait_for(&session, "sort by $/day", |s| s.contains("sort: $/day"));

@@ -9,7 +9,7 @@ use super::run::RunError;
 use crate::{config::Limits, ebpf};
 
 pub async fn run(cgroup: &Path) -> Result<(), RunError> {
-    let sizes = ebpf::map_sizes(&Limits { max_subnets: 16, unmapped_entries: 16, nat_entries: 16, nat_pending: 16, workload_indices: 2, workload_cgroups: 16 });
+    let sizes = ebpf::map_sizes(&Limits { max_subnets: 16, unmapped_entries: 16, nat_entries: 16, nat_pending: 16, workload_indices: 2, workload_cgroups: 16, workload_rtt: agent_common::workload_rtt::Mode::Off });
     let mut ebpf = ebpf::load(&sizes, None)?;
     let attached = ebpf::attach_bench_baseline(&mut ebpf, cgroup)?;
     tracing::info!(cgroup = %attached.cgroup, "baseline program attached");

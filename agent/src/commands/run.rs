@@ -117,7 +117,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         cfg.otlp.as_ref().map(otlp::Transport::prepare).transpose().map_err(|e| RunError::Config(e.to_string()))?;
 
     let mut ebpf = ebpf::load(&plan.sizes, pins.as_ref())?;
-    let mut maps = KernelMaps::take(&mut ebpf, cfg.rtt_sample_interval.as_nanos().min(u128::from(u64::MAX)) as u64)?;
+    let mut maps = KernelMaps::take(&mut ebpf, cfg.rtt_sample_interval.as_nanos().min(u128::from(u64::MAX)) as u64, cfg.limits.workload_rtt)?;
+    tracing::info!(
+        mode = cfg.limits.workload_rtt.as_str(),
+        histograms = plan.sizes.workload_rtt_entries,
+        bytes = plan.sizes.workload_rtt_bytes(),
+        "per-workload RTT histograms (one map shared by all CPUs)"
+    );
     // The conntrack reader starts before the table is written: if it cannot, catch-all ranges are
     // not NAT candidates and nothing waits for a mapping that would never come.
     let resolver_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -1,6 +1,7 @@
 //! `azflow top`'s model: workloads from two scrapes of an agent's `/metrics`, their cross-AZ
-//! rate, $/day, affinity, and the host's RTT per destination AZ. Pure (text in, text out), so the
-//! table is tested without a terminal.
+//! rate, $/day, affinity, and each workload's RTT p50/p99 to each destination AZ
+//! (`azflow_workload_tcp_rtt_seconds`; from an agent without it, the host's RTT per AZ below the
+//! table instead). Pure (text in, text out), so the table is tested without a terminal.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -99,18 +100,29 @@ pub struct Row {
     pub cost_per_day: f64,
     /// Same-AZ share of same- and cross-AZ bytes/s; cumulative bytes when idle; None: none.
     pub affinity: Option<f64>,
+    /// RTT (p50, p99) in seconds to each destination AZ, from the workload's own histograms
+    /// (cumulative since the agent started).
+    pub rtt: BTreeMap<String, (f64, f64)>,
+}
+
+/// (`namespace/name` or the name, kind) of a workload series.
+type WorkloadKey = (String, String);
+
+fn workload_key(s: &Sample) -> WorkloadKey {
+    let get = |k: &str| s.labels.get(k).map_or("", String::as_str);
+    let name = match get("namespace") {
+        "" => get("workload").to_string(),
+        ns => format!("{ns}/{}", get("workload")),
+    };
+    (name, get("workload_kind").to_string())
 }
 
 /// Per workload: bytes by class, both directions.
-fn by_workload(samples: &[Sample]) -> BTreeMap<(String, String), [f64; 2]> {
-    let mut out: BTreeMap<(String, String), [f64; 2]> = BTreeMap::new();
+fn by_workload(samples: &[Sample]) -> BTreeMap<WorkloadKey, [f64; 2]> {
+    let mut out: BTreeMap<WorkloadKey, [f64; 2]> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name == "azflow_workload_tcp_bytes_total") {
         let get = |k: &str| s.labels.get(k).map_or("", String::as_str);
-        let name = match get("namespace") {
-            "" => get("workload").to_string(),
-            ns => format!("{ns}/{}", get("workload")),
-        };
-        let cell = out.entry((name, get("workload_kind").to_string())).or_default();
+        let cell = out.entry(workload_key(s)).or_default();
         match get("traffic_class") {
             "cross_az" => cell[0] += s.value,
             "same_az" => cell[1] += s.value,
@@ -123,6 +135,7 @@ fn by_workload(samples: &[Sample]) -> BTreeMap<(String, String), [f64; 2]> {
 /// Rows from two scrapes `secs` apart; `price_per_gb` in USD per 2^30 bytes each way.
 pub fn rows(before: &[Sample], now: &[Sample], secs: f64, price_per_gb: f64) -> Vec<Row> {
     let old = by_workload(before);
+    let mut rtt = rtt_by_workload(now);
     let secs = secs.max(1e-3);
     by_workload(now)
         .into_iter()
@@ -137,7 +150,8 @@ pub fn rows(before: &[Sample], now: &[Sample], secs: f64, price_per_gb: f64) -> 
             } else {
                 None
             };
-            Row { workload, kind, cross_az_rate: cross, cost_per_day: cross * 86_400.0 / 1_073_741_824.0 * price_per_gb, affinity }
+            let rtt = rtt.remove(&(workload.clone(), kind.clone())).unwrap_or_default();
+            Row { workload, kind, cross_az_rate: cross, cost_per_day: cross * 86_400.0 / 1_073_741_824.0 * price_per_gb, affinity, rtt }
         })
         .collect()
 }
@@ -158,57 +172,108 @@ pub fn arrange(mut rows: Vec<Row>, sort: SortBy, filter: &str) -> Vec<Row> {
     rows
 }
 
-/// RTT p50/p99 per destination zone from the cumulative `azflow_tcp_rtt_seconds` buckets of
-/// cross-AZ and same-AZ rows (per-workload RTT is not exported yet: this is the host's).
-pub fn rtt_by_zone(samples: &[Sample]) -> BTreeMap<String, (f64, f64)> {
-    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == "azflow_tcp_rtt_seconds_bucket") {
-        let (Some(zone), Some(le)) = (s.labels.get("dst_zone"), s.labels.get("le")) else { continue };
+/// Cumulative classic buckets `(le, count)` of one histogram family, summed per key.
+fn buckets_by<K: Ord>(samples: &[Sample], name: &str, key: impl Fn(&Sample) -> Option<K>) -> BTreeMap<K, Vec<(f64, f64)>> {
+    let mut out: BTreeMap<K, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == name) {
+        let (Some(k), Some(le)) = (key(s), s.labels.get("le")) else { continue };
         let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-        let v = buckets.entry(zone.clone()).or_default();
+        let v = out.entry(k).or_default();
         match v.iter_mut().find(|(b, _)| *b == le) {
             Some((_, n)) => *n += s.value,
             None => v.push((le, s.value)),
         }
     }
-    buckets
-        .into_iter()
-        .filter_map(|(zone, mut b)| {
-            b.sort_by(|x, y| x.0.total_cmp(&y.0));
-            let total = b.last()?.1;
-            if total <= 0.0 {
-                return None;
+    out
+}
+
+/// (p50, p99) in seconds of cumulative classic buckets, as Prometheus's `histogram_quantile`
+/// computes it (linear inside the bucket; in the `+Inf` bucket, the highest finite bound), so top
+/// and the dashboard agree. None without samples.
+fn p50_p99(mut b: Vec<(f64, f64)>) -> Option<(f64, f64)> {
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let total = b.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let q = |p: f64| {
+        let rank = p * total;
+        let (mut lo, mut below) = (0.0, 0.0);
+        for (le, n) in &b {
+            if *n >= rank {
+                if le.is_infinite() {
+                    return lo;
+                }
+                let frac = if *n > below { (rank - below) / (n - below) } else { 0.0 };
+                return lo + (le - lo) * frac;
             }
-            let q = |p: f64| b.iter().find(|(_, n)| *n >= p * total).map_or(f64::NAN, |(le, _)| *le);
-            Some((zone, (q(0.5), q(0.99))))
-        })
+            (lo, below) = (*le, *n);
+        }
+        f64::NAN
+    };
+    Some((q(0.5), q(0.99)))
+}
+
+/// Each workload's RTT p50/p99 per destination zone (`azflow_workload_tcp_rtt_seconds`).
+pub fn rtt_by_workload(samples: &[Sample]) -> BTreeMap<WorkloadKey, BTreeMap<String, (f64, f64)>> {
+    let buckets = buckets_by(samples, "azflow_workload_tcp_rtt_seconds_bucket", |s| Some((workload_key(s), s.labels.get("dst_zone")?.clone())));
+    let mut out: BTreeMap<WorkloadKey, BTreeMap<String, (f64, f64)>> = BTreeMap::new();
+    for ((w, zone), b) in buckets {
+        if let Some(q) = p50_p99(b) {
+            out.entry(w).or_default().insert(zone, q);
+        }
+    }
+    out
+}
+
+/// The host's RTT p50/p99 per destination zone (`azflow_tcp_rtt_seconds`): shown only when the
+/// agent exports no per-workload RTT (an older agent, or `--workload-rtt off`).
+pub fn rtt_by_zone(samples: &[Sample]) -> BTreeMap<String, (f64, f64)> {
+    buckets_by(samples, "azflow_tcp_rtt_seconds_bucket", |s| s.labels.get("dst_zone").cloned())
+        .into_iter()
+        .filter_map(|(zone, b)| Some((zone, p50_p99(b)?)))
         .collect()
 }
 
-/// The whole screen as text.
-pub fn render(rows: &[Row], rtt: &BTreeMap<String, (f64, f64)>, sort: SortBy, filter: &str, source: &str) -> String {
+/// The whole screen as text. Rows carry their RTT per AZ when the agent exports it (one column
+/// per destination AZ); otherwise `host_rtt` is shown below the table.
+pub fn render(rows: &[Row], host_rtt: &BTreeMap<String, (f64, f64)>, sort: SortBy, filter: &str, source: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "azflow top — {source} — sort: {} — filter: {}", sort.as_str(), if filter.is_empty() { "-" } else { filter });
-    let _ = writeln!(out, "{:<40} {:<10} {:>14} {:>10} {:>9}", "WORKLOAD", "KIND", "CROSS-AZ B/s", "$/DAY", "AFFINITY");
+    let zones: std::collections::BTreeSet<&String> = rows.iter().flat_map(|r| r.rtt.keys()).collect();
+    let columns: Vec<(String, usize)> = zones.iter().map(|z| (format!("RTT {z}"), 11.max(4 + z.chars().count()))).collect();
+    let _ = write!(out, "{:<40} {:<10} {:>14} {:>10} {:>9}", "WORKLOAD", "KIND", "CROSS-AZ B/s", "$/DAY", "AFFINITY");
+    for (head, w) in &columns {
+        let _ = write!(out, " {head:>w$}");
+    }
+    out.push('\n');
     for r in rows {
         let affinity = r.affinity.map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
-        let _ = writeln!(out, "{:<40} {:<10} {:>14} {:>10.2} {:>9}", r.workload, r.kind, crate::console::human(r.cross_az_rate), r.cost_per_day, affinity);
+        let _ = write!(out, "{:<40} {:<10} {:>14} {:>10.2} {:>9}", r.workload, r.kind, crate::console::human(r.cross_az_rate), r.cost_per_day, affinity);
+        for (zone, (_, w)) in zones.iter().zip(&columns) {
+            let cell = r.rtt.get(*zone).map_or("-".to_string(), |(p50, p99)| format!("{}/{}", ms(*p50), ms(*p99)));
+            let _ = write!(out, " {cell:>w$}");
+        }
+        out.push('\n');
     }
     if rows.is_empty() {
         let _ = writeln!(out, "(no workload traffic yet)");
     }
-    if !rtt.is_empty() {
-        let _ = writeln!(out, "\nRTT of this host by destination AZ (bucket bounds):");
-        for (zone, (p50, p99)) in rtt {
-            let _ = writeln!(out, "  {zone:<20} p50 ≤ {:>9}  p99 ≤ {:>9}", ms(*p50), ms(*p99));
+    if !zones.is_empty() {
+        let _ = writeln!(out, "\nRTT: each workload's p50/p99 in ms to each destination AZ (its own sockets, since the agent started).");
+    } else if !host_rtt.is_empty() {
+        let _ = writeln!(out, "\nRTT of this host by destination AZ (this agent exports no per-workload RTT):");
+        for (zone, (p50, p99)) in host_rtt {
+            let _ = writeln!(out, "  {zone:<20} p50 {:>7} ms  p99 {:>7} ms", ms(*p50), ms(*p99));
         }
     }
     let _ = writeln!(out, "\nkeys: s sort · / filter · q quit");
     out
 }
 
+/// Seconds as milliseconds, two decimals ("> max" beyond the last bucket).
 fn ms(secs: f64) -> String {
-    if secs.is_finite() { format!("{:.3} ms", secs * 1e3) } else { "> max".to_string() }
+    if secs.is_finite() { format!("{:.2}", secs * 1e3) } else { "> max".to_string() }
 }
 
 #[cfg(test)]
@@ -242,9 +307,48 @@ azflow_workload_tcp_bytes_total{workload="api.service",workload_kind="systemd",n
     }
 
     #[test]
-    fn rtt_quantiles_are_bucket_bounds() {
+    fn rtt_quantiles_interpolate_as_histogram_quantile() {
         let rtt = rtt_by_zone(&parse(T0));
-        assert_eq!(rtt.get("b"), Some(&(0.002, 0.002)));
+        let (p50, p99) = rtt["b"];
+        // Rank 50 of 100 is the 45th of 94 samples in (1, 2] ms; rank 99 closes that bucket.
+        assert!((p50 - (0.001 + 0.001 * 45.0 / 94.0)).abs() < 1e-12, "{p50}");
+        assert!((p99 - 0.002).abs() < 1e-12, "{p99}");
+        // In the +Inf bucket: the highest finite bound.
+        let inf = rtt_by_zone(&parse("azflow_tcp_rtt_seconds_bucket{dst_zone=\"c\",le=\"0.001\"} 1\nazflow_tcp_rtt_seconds_bucket{dst_zone=\"c\",le=\"+Inf\"} 10\n"));
+        assert_eq!(inf["c"], (0.001, 0.001));
+    }
+
+    /// Each workload's RTT to each AZ is a column of its row; the host's is not shown then.
+    #[test]
+    fn workload_rtt_columns_replace_the_host_rtt() {
+        let wl = r#"azflow_workload_tcp_rtt_seconds_bucket{workload="cart",workload_kind="pod",namespace="shop",dst_zone="b",le="0.000976"} 0
+azflow_workload_tcp_rtt_seconds_bucket{workload="cart",workload_kind="pod",namespace="shop",dst_zone="b",le="0.001381"} 10
+azflow_workload_tcp_rtt_seconds_bucket{workload="cart",workload_kind="pod",namespace="shop",dst_zone="b",le="+Inf"} 10
+azflow_workload_tcp_rtt_seconds_bucket{workload="api.service",workload_kind="systemd",namespace="",dst_zone="c",le="0.001953"} 4
+azflow_workload_tcp_rtt_seconds_bucket{workload="api.service",workload_kind="systemd",namespace="",dst_zone="c",le="0.002762"} 8
+azflow_workload_tcp_rtt_seconds_bucket{workload="api.service",workload_kind="systemd",namespace="",dst_zone="c",le="+Inf"} 8
+"#;
+        let now = parse(&format!("{T1}{wl}"));
+        let r = arrange(rows(&parse(T0), &now, 2.0, 1.0), SortBy::CrossAzRate, "");
+        let cart = r.iter().find(|r| r.workload == "shop/cart").expect("cart");
+        let (p50, p99) = cart.rtt["b"];
+        assert!((p50 - (0.000976 + 0.000405 * 0.5)).abs() < 1e-9 && (p99 - (0.000976 + 0.000405 * 0.99)).abs() < 1e-9, "{p50} {p99}");
+        let text = render(&r, &rtt_by_zone(&parse(T0)), SortBy::CrossAzRate, "", "x");
+        let header = text.lines().find(|l| l.starts_with("WORKLOAD")).expect("header");
+        assert!(header.ends_with("AFFINITY       RTT b       RTT c"), "{header:?}");
+        let last2 = |w: &str| {
+            let line = text.lines().find(|l| l.starts_with(w)).unwrap_or_else(|| panic!("{w} in {text}"));
+            assert_eq!(line.chars().count(), header.chars().count(), "{line:?}: cells under their headers");
+            line.split_whitespace().rev().take(2).collect::<Vec<_>>()
+        };
+        assert_eq!(last2("shop/cart"), ["-", "1.18/1.38"]);
+        // Rank 4 of 8 closes the first bucket, which Prometheus starts at 0.
+        assert_eq!(last2("api.service"), ["1.95/2.75", "-"]);
+        assert!(!text.contains("RTT of this host"), "{text}");
+        // From an agent without per-workload RTT: the host's, below the table.
+        let old = render(&arrange(rows(&parse(T0), &parse(T1), 2.0, 1.0), SortBy::CrossAzRate, ""), &rtt_by_zone(&parse(T0)), SortBy::CrossAzRate, "", "x");
+        assert!(old.contains("RTT of this host by destination AZ") && old.contains("  b "), "{old}");
+        assert!(old.lines().find(|l| l.starts_with("WORKLOAD")).is_some_and(|h| h.ends_with("AFFINITY")), "{old}");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn run(args: &TopologyArgs) -> Result<String, TopologyCmdError> {
         nat_pending: 1,
         workload_indices: 2,
         workload_cgroups: 1,
+        workload_rtt: agent_common::workload_rtt::Mode::Off,
     });
     let mut table = topology::build_kernel_table(
         topo,

@@ -115,7 +115,7 @@ pub fn sum_per_cpu_range<T: aya::Pod>(
 /// their size, where per-CPU values are rounded up to 8 bytes: so `T` must be a multiple of 8
 /// bytes for the two layouts to agree.
 pub fn read_array<T: aya::Pod>(fd: BorrowedFd<'_>, len: u32, zero: T) -> io::Result<Option<Vec<T>>> {
-    if size_of::<T>() % 8 != 0 {
+    if !size_of::<T>().is_multiple_of(8) {
         return Err(io::Error::other(format!("{}-byte values: only multiples of 8 are read in batches", size_of::<T>())));
     }
     sum_per_cpu_array(fd, len, 1, zero, |_, v| v)

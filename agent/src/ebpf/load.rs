@@ -39,6 +39,7 @@ pub fn load(sizes: &MapSizes, pins: Option<&PinDir>) -> Result<Ebpf, LoadError> 
             .map_max_entries(map_names::NAT, sizes.nat_entries)
             .map_max_entries(map_names::NAT_PENDING, sizes.nat_pending)
             .map_max_entries(map_names::WL_COUNTERS, sizes.workload_cells)
+            .map_max_entries(map_names::WL_RTT, sizes.workload_rtt_entries)
             .map_max_entries(map_names::WORKLOAD_IDX, sizes.workload_cgroups);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());

@@ -68,10 +68,13 @@ pub type ResolverHandles = (HashMap<MapData, NatKey, NatTarget>, HashMap<MapData
 type HandlePair<K, V> = (HashMap<MapData, K, V>, HashMap<MapData, K, V>);
 
 /// One cumulative histogram: per-bucket counts (empty when no sample yet) and the sum in µs.
+/// `shift` 0: the kernel's scale-3 cells (`hist::bucket`); `shift` k: cells `2^k` times coarser,
+/// at scale `3 − k` (`hist::coarse_cell`; the workload RTT histograms have shift 2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {
     pub buckets: Vec<u64>,
     pub sum_us: u64,
+    pub shift: u32,
 }
 
 impl Histogram {
@@ -79,8 +82,13 @@ impl Histogram {
         self.buckets.iter().sum()
     }
 
-    /// The q-quantile in µs, interpolated inside its bucket's bounds `(2^(i/8), 2^((i+1)/8)]` s
-    /// (None when empty).
+    /// OTLP exponential scale (Prometheus native schema) of the cells.
+    pub fn scale(&self) -> i32 {
+        hist::SCALE - self.shift as i32
+    }
+
+    /// The q-quantile in µs, interpolated inside its bucket's bounds `(2^(i/2^s), 2^((i+1)/2^s)]` s
+    /// at the histogram's scale `s` (None when empty).
     pub fn quantile_us(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
@@ -93,19 +101,25 @@ impl Histogram {
                 if b as u32 == hist::ZERO_CELL {
                     return Some(0.0);
                 }
-                let (lo, hi) = bucket_bounds_us(b as u32);
+                let (lo, hi) = bucket_bounds_us_at(b as u32, self.shift);
                 return Some(lo + (hi - lo) * ((rank - seen as f64) / *n as f64).clamp(0.0, 1.0));
             }
             seen += n;
         }
-        Some(bucket_bounds_us(hist::BUCKETS - 1).1)
+        Some(bucket_bounds_us_at(hist::buckets_at(self.shift) - 1, self.shift).1)
     }
 }
 
 /// The real bounds of a non-zero kernel cell in µs: `10⁶·2^(i/8)` and `10⁶·2^((i+1)/8)`.
 pub fn bucket_bounds_us(cell: u32) -> (f64, f64) {
-    let i = f64::from(hist::index(cell));
-    (1e6 * (i / 8.0).exp2(), 1e6 * ((i + 1.0) / 8.0).exp2())
+    bucket_bounds_us_at(cell, 0)
+}
+
+/// The real bounds in µs of a non-zero cell `shift` steps coarser than the kernel's.
+pub fn bucket_bounds_us_at(cell: u32, shift: u32) -> (f64, f64) {
+    let i = f64::from(hist::index_at(cell, shift));
+    let per_octave = f64::from(1u32 << (hist::SCALE as u32 - shift.min(hist::SCALE as u32)));
+    (1e6 * (i / per_octave).exp2(), 1e6 * ((i + 1.0) / per_octave).exp2())
 }
 
 /// Latency figures of one destination row.
@@ -123,8 +137,9 @@ pub struct RowLatency {
 pub type SlotCounters = [Counter; 2];
 
 impl KernelMaps {
-    /// Takes the maps out of the loaded object; `rtt_interval_ns` is published with every sync.
-    pub fn take(ebpf: &mut Ebpf, rtt_interval_ns: u64) -> Result<Self, MapsError> {
+    /// Takes the maps out of the loaded object; `rtt_interval_ns` and `workload_rtt` (which rows
+    /// get per-workload RTT) are published with every sync.
+    pub fn take(ebpf: &mut Ebpf, rtt_interval_ns: u64, workload_rtt: agent_common::workload_rtt::Mode) -> Result<Self, MapsError> {
         fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
             ebpf: &mut Ebpf,
             name: &'static str,
@@ -136,10 +151,11 @@ impl KernelMaps {
         let (nat_pending, pending_dup) = take_twice(ebpf, map_names::NAT_PENDING)?;
         let state: Array<MapData, State> = take(ebpf, map_names::STATE)?;
         let adopted = state.get(&0, 0).unwrap_or_default();
-        let workloads = super::WorkloadMaps::take(ebpf)?;
+        let workloads = super::WorkloadMaps::take(ebpf, workload_rtt != agent_common::workload_rtt::Mode::Off)?;
         let published = State {
             rtt_interval_ns,
             workload_capacity: workloads.capacity(),
+            workload_rtt: workload_rtt as u32,
             ..adopted
         };
         Ok(Self {
@@ -480,7 +496,7 @@ mod tests {
 
     #[test]
     fn quantiles_interpolate_inside_the_bucket() {
-        let mut h = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        let mut h = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0, shift: 0 };
         assert_eq!(h.quantile_us(0.5), None);
         let b = hist::bucket(1500) as usize;
         h.buckets[b] = 100;
@@ -488,6 +504,15 @@ mod tests {
         let (lo, hi) = bucket_bounds_us(b as u32);
         assert!((lo..=hi).contains(&p50) && (p50 - 1500.0).abs() / 1500.0 < 0.07, "{p50}");
         assert!(lo < 1500.0 && 1500.0 <= hi, "{lo}..{hi}");
+        // 1200 µs in a scale-1 histogram: its bucket is (2^-10, 2^-9.5] s.
+        let shift = agent_common::workload_rtt::SHIFT;
+        let mut coarse = Histogram { buckets: vec![0; hist::buckets_at(shift) as usize], sum_us: 0, shift };
+        coarse.buckets[hist::coarse_cell(hist::bucket(1200), shift) as usize] = 100;
+        assert_eq!(coarse.scale(), 1);
+        let (lo, hi) = bucket_bounds_us_at(hist::coarse_cell(hist::bucket(1200), shift), shift);
+        assert!((lo - 976.5625).abs() < 1e-6 && (hi - 1381.0).abs() < 1.0, "{lo}..{hi}");
+        let p50 = coarse.quantile_us(0.5).expect("non-empty");
+        assert!(lo < p50 && p50 < hi, "{p50}");
     }
 
     #[test]

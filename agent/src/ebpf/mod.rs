@@ -13,4 +13,4 @@ pub use attach::{AttachError, Attached, attach, attach_bench_baseline};
 pub use load::{LoadError, load};
 pub use maps::{KernelMaps, MapsError};
 pub use sizes::{MapSizes, map_sizes};
-pub use workload_maps::{WorkloadCell, WorkloadMaps};
+pub use workload_maps::{WorkloadCell, WorkloadMaps, WorkloadRttCell};

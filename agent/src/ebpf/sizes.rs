@@ -25,6 +25,8 @@ pub struct MapSizes {
     pub workload_cells: u32,
     /// Live cgroups the kernel maps to a workload index.
     pub workload_cgroups: u32,
+    /// (workload index, destination row) RTT histograms, shared by all CPUs (1 when off).
+    pub workload_rtt_entries: u32,
 }
 
 pub fn map_sizes(limits: &Limits) -> MapSizes {
@@ -39,6 +41,7 @@ pub fn map_sizes(limits: &Limits) -> MapSizes {
         nat_pending: limits.nat_pending,
         workload_cells: agent_common::workload::cells(limits.workload_indices),
         workload_cgroups: limits.workload_cgroups,
+        workload_rtt_entries: agent_common::workload_rtt::entries(limits.workload_indices, limits.workload_rtt),
     }
 }
 
@@ -47,15 +50,22 @@ impl MapSizes {
     pub fn counter_bytes(&self, cpus: u32) -> u64 {
         u64::from(self.counter_cells) * 16 * u64::from(cpus)
     }
+
+    /// Memory of the workload RTT histograms: the same whatever the CPU count.
+    pub fn workload_rtt_bytes(&self) -> u64 {
+        u64::from(self.workload_rtt_entries) * size_of::<agent_common::workload_rtt::WorkloadRtt>() as u64
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use agent_common::workload_rtt::Mode;
+
     use super::*;
 
     #[test]
     fn every_subnet_and_catch_all_gets_two_cells() {
-        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384, workload_indices: 202, workload_cgroups: 16384 });
+        let s = map_sizes(&Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384, workload_indices: 202, workload_cgroups: 16384, workload_rtt: Mode::CrossAz });
         assert_eq!(s.slots, 4096 + 17);
         assert_eq!(s.counter_cells, (4096 + 17) * 2);
         assert_eq!(s.seen_elements, 65);
@@ -63,12 +73,22 @@ mod tests {
         assert_eq!(s.unmapped_entries, 1024);
         assert_eq!(s.counter_bytes(2), u64::from(s.counter_cells) * 32);
         assert_eq!(s.workload_cells, 202 * agent_common::workload::ROWS * 2);
+        // 202 × 37 histograms of 424 bytes: 3.0 MiB, on any number of CPUs.
+        assert_eq!(s.workload_rtt_entries, 202 * 37);
+        assert_eq!(s.workload_rtt_bytes(), 3_168_976);
+        let off = map_sizes(&Limits { workload_rtt: Mode::Off, ..limits() });
+        assert_eq!(off.workload_rtt_entries, 1);
+    }
+
+    fn limits() -> Limits {
+        Limits { max_subnets: 4096, unmapped_entries: 1024, nat_entries: 65536, nat_pending: 16384, workload_indices: 202, workload_cgroups: 16384, workload_rtt: Mode::CrossAz }
     }
 
     #[test]
     fn never_overflows() {
-        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1, nat_entries: 1, nat_pending: 1, workload_indices: u32::MAX, workload_cgroups: 1 });
+        let s = map_sizes(&Limits { max_subnets: u32::MAX, unmapped_entries: 1, nat_entries: 1, nat_pending: 1, workload_indices: u32::MAX, workload_cgroups: 1, workload_rtt: Mode::All });
         assert_eq!(s.counter_cells, u32::MAX);
         assert_eq!(s.workload_cells, u32::MAX);
+        assert_eq!(s.workload_rtt_entries, u32::MAX);
     }
 }

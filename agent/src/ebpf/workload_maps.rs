@@ -1,16 +1,18 @@
 //! The kernel's workload maps: cgroup id → index (written after each walk), the per-CPU counters
-//! per (index, destination row, direction), the cgroup ids sockets met without an index, and
-//! the resolution counters. See `agent_common::workload`.
+//! per (index, destination row, direction), the RTT histograms per (index, destination row), the
+//! cgroup ids sockets met without an index, and the resolution counters. See
+//! `agent_common::workload` and `agent_common::workload_rtt`.
 
 use std::os::fd::AsFd as _;
 
 use agent_common::{
     Counter, Direction, map_names,
     workload::{self as abi, WorkloadStat},
+    workload_rtt::WorkloadRtt,
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
 };
 
 use super::{MapsError, batch};
@@ -24,6 +26,17 @@ pub struct WorkloadMaps {
     counters: PerCpuArray<MapData, Counter>,
     unknown: HashMap<MapData, u64, u64>,
     stats: PerCpuArray<MapData, u64>,
+    rtt: Array<MapData, WorkloadRtt>,
+    /// Whether `rtt` holds histograms (`--workload-rtt` not off): a one-entry map is not read.
+    rtt_on: bool,
+}
+
+/// One non-empty workload RTT histogram, as the kernel holds it (shared by all CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadRttCell {
+    pub index: u32,
+    pub row: u32,
+    pub hist: WorkloadRtt,
 }
 
 /// One non-zero workload counter cell, summed over CPUs.
@@ -36,7 +49,8 @@ pub struct WorkloadCell {
 }
 
 impl WorkloadMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+    /// `rtt_on`: the RTT histograms are kept (`--workload-rtt` is not off).
+    pub fn take(ebpf: &mut Ebpf, rtt_on: bool) -> Result<Self, MapsError> {
         fn take<M: TryFrom<aya::maps::Map, Error = MapError>>(
             ebpf: &mut Ebpf,
             name: &'static str,
@@ -49,7 +63,39 @@ impl WorkloadMaps {
             counters: take(ebpf, map_names::WL_COUNTERS)?,
             unknown: take(ebpf, map_names::WL_UNKNOWN)?,
             stats: take(ebpf, map_names::WL_STATS)?,
+            rtt: take(ebpf, map_names::WL_RTT)?,
+            rtt_on,
         })
+    }
+
+    /// (workload, row) RTT histograms the kernel keeps (0 when off).
+    pub fn rtt_entries(&self) -> u32 {
+        if self.rtt_on { self.rtt.len() } else { 0 }
+    }
+
+    /// Every non-empty RTT histogram of the indices below `indices` (the map is sized for every
+    /// index the cap allows; a host uses a few). Read with one batch call per 1024 entries where
+    /// the kernel has it, element by element otherwise.
+    pub fn read_rtt(&self, indices: u32) -> Result<Vec<WorkloadRttCell>, MapsError> {
+        if !self.rtt_on {
+            return Ok(Vec::new());
+        }
+        let name = map_names::WL_RTT;
+        let len = indices.saturating_mul(abi::ROWS).min(self.rtt.len());
+        let whole = batch::read_array(self.rtt.map().fd().as_fd(), len, WorkloadRtt::default())
+            .map_err(|source| MapsError::Batch { name, source })?;
+        let all: Vec<WorkloadRtt> = match whole {
+            Some(all) => all,
+            None => (0..len).map(|i| self.rtt.get(&i, 0).map_err(err(name))).collect::<Result<_, _>>()?,
+        };
+        Ok(all
+            .into_iter()
+            .enumerate()
+            // Most entries never get a sample. The count is added after the bucket, so a read in
+            // between sees a bucket without a count: the bucket decides.
+            .filter(|(_, h)| h.count != 0 || h.buckets.iter().any(|n| *n != 0))
+            .map(|(i, hist)| WorkloadRttCell { index: i as u32 / abi::ROWS, row: i as u32 % abi::ROWS, hist })
+            .collect())
     }
 
     /// Workload indices the counters have cells for.

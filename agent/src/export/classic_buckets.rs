@@ -4,6 +4,10 @@
 //! count is exact (no interpolation inside a kernel bucket). Samples are whole microseconds, so the
 //! boundary between kernel cells `j` and `j + 1` is printed as the largest whole microsecond of
 //! cell `j`, in seconds (`le="0.000118"` holds exactly the samples ≤ 118 µs).
+//!
+//! A coarser histogram (the workload RTT ones, scale 1) has fewer boundaries: each configured
+//! boundary is snapped to the nearest of *its* boundaries instead (every one of them is also a
+//! kernel boundary), so its counts are exact too; its `le` set is that snapped set.
 
 use agent_common::hist;
 
@@ -19,10 +23,14 @@ const MAX_BOUNDARIES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassicBuckets {
-    /// Kernel cells `0..=last` are at or below each boundary, in increasing order; the boundary
-    /// is `hist::upper_us(last)`.
-    last_cells: Vec<u32>,
+    /// Per histogram shift (0: the kernel's cells; see `snapshot::Histogram::shift`): cells
+    /// `0..=last` are at or below each boundary, in increasing order; the boundary is
+    /// `hist::upper_us_at(last, shift)`.
+    sets: Vec<(u32, Vec<u32>)>,
 }
+
+/// The shifts exported histograms have: the kernel's, and the workload RTT histograms'.
+const SHIFTS: [u32; 2] = [0, agent_common::workload_rtt::SHIFT];
 
 impl Default for ClassicBuckets {
     fn default() -> Self {
@@ -34,7 +42,8 @@ impl ClassicBuckets {
     /// Every kernel boundary below the last (open-ended) cell, each once (below 12 µs some cells
     /// hold no whole microsecond and share the boundary of the cell before).
     pub fn all() -> Self {
-        Self { last_cells: (0..hist::BUCKETS - 1).filter(|c| *c == 0 || hist::upper_us(*c) > hist::upper_us(c - 1)).collect() }
+        let every = |shift| (0..hist::buckets_at(shift) - 1).filter(|c| *c == 0 || hist::upper_us_at(*c, shift) > hist::upper_us_at(c - 1, shift)).collect();
+        Self { sets: SHIFTS.iter().map(|s| (*s, every(*s))).collect() }
     }
 
     /// Comma-separated boundaries in seconds, or `all`. The error says what is wrong.
@@ -42,56 +51,77 @@ impl ClassicBuckets {
         if s.trim() == ALL {
             return Ok(Self::all());
         }
-        let mut last_cells = Vec::new();
+        let mut boundaries_us = Vec::new();
         for part in s.split(',').map(str::trim) {
             let secs: f64 = part.parse().map_err(|_| format!("{part:?} is not a number of seconds"))?;
             if !(1e-6..=30.0).contains(&secs) {
                 return Err(format!("{part} s is outside 0.000001..30 s"));
             }
-            last_cells.push(nearest_cell(secs * 1e6));
+            boundaries_us.push(secs * 1e6);
         }
-        if last_cells.len() > MAX_BOUNDARIES {
-            return Err(format!("{} boundaries is too many", last_cells.len()));
+        if boundaries_us.len() > MAX_BOUNDARIES {
+            return Err(format!("{} boundaries is too many", boundaries_us.len()));
         }
-        last_cells.sort_unstable();
-        // Boundaries that snap to the same whole microsecond are one boundary.
-        last_cells.dedup_by_key(|c| hist::upper_us(*c));
-        Ok(Self { last_cells })
+        let snapped = |shift: u32| {
+            let mut cells: Vec<u32> = boundaries_us.iter().map(|us| nearest_cell(*us, shift)).collect();
+            cells.sort_unstable();
+            // Boundaries that snap to the same whole microsecond are one boundary.
+            cells.dedup_by_key(|c| hist::upper_us_at(*c, shift));
+            cells
+        };
+        Ok(Self { sets: SHIFTS.iter().map(|s| (*s, snapped(*s))).collect() })
+    }
+
+    /// The boundaries of a histogram of this shift (one no exporter makes: none).
+    fn cells(&self, shift: u32) -> &[u32] {
+        self.sets.iter().find(|(s, _)| *s == shift).map_or(&[], |(_, c)| c.as_slice())
     }
 
     /// `(le in seconds, cumulative count)` for each boundary, then `(+Inf, count)`.
     pub fn cumulative(&self, h: &Histogram) -> Vec<(f64, u64)> {
-        let mut out = Vec::with_capacity(self.last_cells.len() + 1);
+        let cells = self.cells(h.shift);
+        let mut out = Vec::with_capacity(cells.len() + 1);
         let (mut sum, mut next) = (0u64, 0usize);
-        for &last in &self.last_cells {
+        for &last in cells {
             let upto = (last as usize + 1).min(h.buckets.len());
             sum = h.buckets[next.min(upto)..upto].iter().fold(sum, |a, n| a.saturating_add(*n));
             next = next.max(upto);
-            out.push((le_seconds(last), sum));
+            out.push((le_seconds_at(last, h.shift), sum));
         }
         out.push((f64::INFINITY, h.count()));
         out
     }
 
+    /// Boundaries of the kernel's (scale-3) histograms.
     pub fn len(&self) -> usize {
-        self.last_cells.len()
+        self.len_at(0)
+    }
+
+    /// Boundaries of histograms `shift` steps coarser.
+    pub fn len_at(&self, shift: u32) -> usize {
+        self.cells(shift).len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.last_cells.is_empty()
+        self.len() == 0
     }
 }
 
 /// The cell whose upper boundary (largest whole µs) is nearest to `us`, never the open-ended last.
-fn nearest_cell(us: f64) -> u32 {
-    (0..hist::BUCKETS - 1)
-        .min_by(|a, b| (hist::upper_us(*a) as f64 - us).abs().total_cmp(&(hist::upper_us(*b) as f64 - us).abs()))
+fn nearest_cell(us: f64, shift: u32) -> u32 {
+    (0..hist::buckets_at(shift) - 1)
+        .min_by(|a, b| (hist::upper_us_at(*a, shift) as f64 - us).abs().total_cmp(&(hist::upper_us_at(*b, shift) as f64 - us).abs()))
         .unwrap_or(0)
 }
 
 /// The `le` of a boundary: its whole microseconds, in seconds (exact to the µs when printed).
 pub fn le_seconds(last_cell: u32) -> f64 {
-    hist::upper_us(last_cell) as f64 / 1e6
+    le_seconds_at(last_cell, 0)
+}
+
+/// The `le` of a boundary of a histogram `shift` steps coarser than the kernel's.
+pub fn le_seconds_at(last_cell: u32, shift: u32) -> f64 {
+    hist::upper_us_at(last_cell, shift) as f64 / 1e6
 }
 
 #[cfg(test)]
@@ -99,7 +129,7 @@ mod tests {
     use super::*;
 
     fn kernel(samples: &[u64]) -> Histogram {
-        let mut h = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        let mut h = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0, shift: 0 };
         for s in samples {
             h.buckets[hist::bucket(*s) as usize] += 1;
             h.sum_us += s;
@@ -134,6 +164,38 @@ mod tests {
             }
         }
         assert_eq!(ClassicBuckets::all().len(), hist::BUCKETS as usize - 1 - 18);
+    }
+
+    /// The workload RTT histograms (scale 1): the configured boundaries snap to their own
+    /// boundaries, and each count is exact against the samples.
+    #[test]
+    fn coarse_histograms_get_exact_counts_at_their_own_boundaries() {
+        let shift = agent_common::workload_rtt::SHIFT;
+        let samples = [0u64, 1, 50, 51, 52, 118, 119, 976, 977, 1000, 1381, 1382, 1506, 1507, 250_000, 40_000_000];
+        let mut h = Histogram { buckets: vec![0; hist::buckets_at(shift) as usize], sum_us: 0, shift };
+        for s in samples {
+            h.buckets[hist::coarse_cell(hist::bucket(s), shift) as usize] += 1;
+        }
+        for b in [ClassicBuckets::default(), ClassicBuckets::all()] {
+            let les = b.cumulative(&h);
+            assert_eq!(les.len(), b.len_at(shift) + 1);
+            for (le, n) in les {
+                let truth = samples.iter().filter(|s| (**s as f64) <= le * 1e6 + 1e-6).count() as u64;
+                assert_eq!(n, truth, "le {le}");
+                if le.is_finite() {
+                    // A scale-1 boundary: a whole power of √2 seconds, floored to the µs.
+                    let us = (le * 1e6).round() as u64;
+                    assert_eq!(hist::upper_us_at(hist::coarse_cell(hist::bucket(us), shift), shift), us, "{le}");
+                }
+            }
+        }
+        let les: Vec<f64> = ClassicBuckets::default().cumulative(&h).iter().map(|(le, _)| *le).collect();
+        assert_eq!(
+            les,
+            [0.000043, 0.000086, 0.000172, 0.000345, 0.000488, 0.00069, 0.000976, 0.001381, 0.001953, 0.002762, 0.005524, 0.011048, 0.088388, 1.0, 5.656854, f64::INFINITY],
+            "the default set at scale 1 (1.25 and 1.5 ms both snap to 1381 µs)"
+        );
+        assert_eq!(ClassicBuckets::all().len_at(shift), 49, "every bound below the last cell; cells 1 and 2 share the bound 1 µs");
     }
 
     #[test]

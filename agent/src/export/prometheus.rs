@@ -259,9 +259,9 @@ fn flow_labels<'a>(
     ]
 }
 
-/// Per-workload bytes and the workload self-metrics (see `export::workload_metrics`).
+/// Per-workload bytes and RTT, and the workload self-metrics (see `export::workload_metrics`).
 fn workloads(out: &mut Out, s: &Snapshot) {
-    use crate::export::workload_metrics::{Kind, flow_labels, stats_series};
+    use crate::export::workload_metrics::{Kind, flow_labels, row_labels, stats_series};
     if !s.workload_stats.enabled {
         return;
     }
@@ -269,6 +269,11 @@ fn workloads(out: &mut Out, s: &Snapshot) {
     for (k, c) in &s.workload_flows {
         let labels: Vec<(&str, &str)> = flow_labels(&s.host, k).into_iter().map(|(p, _, v)| (p, v)).collect();
         series(out, "azflow_workload_tcp_bytes_total", &labels, c.bytes);
+    }
+    header(out, "azflow_workload_tcp_rtt_seconds", "histogram", "TCP round-trip time samples by local workload and destination zone (the same samples as azflow_tcp_rtt_seconds, and the smoothed RTT of connections older than the agent; cross-AZ destinations unless --workload-rtt all; workloads beyond the cap are summed as workload=\"other\"). Native: schema 1.");
+    for (k, h) in &s.workload_rtt {
+        let labels: Vec<(&str, &str)> = row_labels(&s.host, &k.workload, &k.dst).into_iter().map(|(p, _, v)| (p, v)).collect();
+        out.push("azflow_workload_tcp_rtt_seconds", &labels, Value::Histogram(h.clone()));
     }
     for n in stats_series(&s.workload_stats) {
         let (full, kind) = match n.kind {
@@ -400,8 +405,55 @@ mod tests {
         let text = render(&s, &ClassicBuckets::default());
         assert!(text.contains(r#"azflow_workload_tcp_bytes_total{workload="cart",workload_kind="pod",namespace="shop",direction="transmit",src_zone="us-east-1a",dst_zone="us-east-1b",src_zone_id="use1-az1",dst_zone_id="use1-az2",traffic_class="cross_az"} 4242"#), "{text}");
         assert!(text.contains(r#"azflow_workload_caps{cap="series"} 200"#), "{text}");
+        assert!(text.contains("# TYPE azflow_workload_tcp_rtt_seconds histogram\n"), "{text}");
         assert!(text.contains(r#"azflow_workload_folded_total{reason="index_cap"} 3"#), "{text}");
         assert!(!render(&Snapshot::default(), &ClassicBuckets::default()).contains("azflow_workload_"), "nothing while attribution is off");
+    }
+
+    #[test]
+    fn renders_workload_rtt_with_the_byte_series_labels_and_scale_1_buckets() {
+        use agent_common::{hist, workload_rtt};
+
+        use crate::snapshot::{WorkloadLabels, WorkloadRowKey, WorkloadStats, ZoneKey};
+        let mut s = Snapshot {
+            host: HostLabels { zone: "us-east-1a".into(), zone_id: "use1-az1".into(), ..HostLabels::default() },
+            workload_stats: WorkloadStats { enabled: true, ..WorkloadStats::default() },
+            ..Snapshot::default()
+        };
+        let shift = workload_rtt::SHIFT;
+        let mut h = Histogram { buckets: vec![0; workload_rtt::BUCKETS as usize], sum_us: 0, shift };
+        for us in [900u64, 1200, 1300, 3000] {
+            h.buckets[hist::coarse_cell(hist::bucket(us), shift) as usize] += 1;
+            h.sum_us += us;
+        }
+        let key = WorkloadRowKey {
+            workload: WorkloadLabels { name: "cart".into(), kind: "pod".into(), namespace: "shop".into(), pod: None, container: None },
+            dst: ZoneKey { dst_zone: "us-east-1b".into(), dst_zone_id: "use1-az2".into(), class: TrafficClass::CrossAz },
+        };
+        s.workload_rtt.insert(key, h);
+        let text = render(&s, &ClassicBuckets::default());
+        let labels = r#"workload="cart",workload_kind="pod",namespace="shop",src_zone="us-east-1a",dst_zone="us-east-1b",src_zone_id="use1-az1",dst_zone_id="use1-az2",traffic_class="cross_az""#;
+        // Scale-1 boundaries: 976 µs (2^-10 s) and 1381 µs (2^-9.5 s), each exact.
+        for (le, n) in [("0.000976", 1), ("0.001381", 3), ("0.002762", 3), ("0.005524", 4), ("+Inf", 4)] {
+            let line = format!("azflow_workload_tcp_rtt_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.contains(&format!("azflow_workload_tcp_rtt_seconds_count{{{labels}}} 4\n")), "{text}");
+        assert!(text.contains(&format!("azflow_workload_tcp_rtt_seconds_sum{{{labels}}} 0.0064\n")), "{text}");
+        // Native: schema 1.
+        let fams = families(&s);
+        let bytes = crate::export::prometheus_proto::render(&fams, &ClassicBuckets::default());
+        let mut buf = bytes.as_slice();
+        let mut found = false;
+        while !buf.is_empty() {
+            let f = <crate::export::prometheus_proto::MetricFamily as prost::Message>::decode_length_delimited(&mut buf).expect("decodes");
+            if f.name.as_deref() == Some("azflow_workload_tcp_rtt_seconds") {
+                let h = f.metric[0].histogram.as_ref().expect("histogram");
+                assert_eq!((h.schema, h.sample_count), (Some(1), Some(4)));
+                found = true;
+            }
+        }
+        assert!(found, "the workload RTT family goes out over protobuf");
     }
 
     #[test]
@@ -435,7 +487,7 @@ mod tests {
         use agent_common::hist;
 
         use crate::snapshot::{RowLatency, ZoneKey};
-        let mut rtt = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        let mut rtt = Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0, shift: 0 };
         for us in [0u64, 100, 976, 977, 1500, 40_000_000] {
             rtt.buckets[hist::bucket(us) as usize] += 1;
             rtt.sum_us += us;

@@ -2,8 +2,8 @@
 //! served when a scraper asks for it: the only format that carries native histograms.
 //!
 //! Every family goes out, counters and gauges as well. A histogram carries both its native form
-//! (schema 3: the kernel's buckets one for one, Prometheus index = OTLP index + 1) and the same
-//! classic buckets as the text format, so `_bucket` queries keep working when the scraper keeps
+//! (schema 3: the kernel's buckets one for one, Prometheus index = OTLP index + 1; schema 1 for
+//! the workload RTT histograms, theirs one for one) and the same classic buckets as the text format, so `_bucket` queries keep working when the scraper keeps
 //! classic histograms too.
 //!
 //! The messages are written here from the field numbers of client_model's `metrics.proto`
@@ -164,7 +164,7 @@ fn histogram(h: &crate::snapshot::Histogram, classic: &ClassicBuckets) -> Histog
         sample_count: Some(h.count()),
         sample_sum: Some(h.sum_us as f64 / 1e6),
         bucket,
-        schema: Some(agent_common::hist::SCALE),
+        schema: Some(e.scale),
         zero_threshold: Some(ZERO_THRESHOLD),
         zero_count: Some(e.zero_count),
         positive_span,
@@ -213,7 +213,7 @@ mod tests {
     use super::*;
 
     fn kernel(samples: &[u64]) -> crate::snapshot::Histogram {
-        let mut h = crate::snapshot::Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0 };
+        let mut h = crate::snapshot::Histogram { buckets: vec![0; hist::BUCKETS as usize], sum_us: 0, shift: 0 };
         for s in samples {
             h.buckets[hist::bucket(*s) as usize] += 1;
             h.sum_us += s;

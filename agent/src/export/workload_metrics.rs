@@ -5,19 +5,35 @@
 //! | OTLP | Prometheus |
 //! |---|---|
 //! | `azflow.workload.tcp.bytes` (By) | `azflow_workload_tcp_bytes_total` |
+//! | `azflow.workload.tcp.rtt` (s, histogram) | `azflow_workload_tcp_rtt_seconds` |
 //! | `azflow.workload.X` | `azflow_workload_X` / `azflow_workload_X_total` |
 //!
 //! Labels: `workload`/`azflow.workload.name`, `workload_kind`/`azflow.workload.kind`,
 //! `namespace`/`k8s.namespace.name`, and with `--workload-pod-labels` `pod`/`k8s.pod.name`,
-//! `container`/`container.name`; then direction, source and destination zone, traffic class.
+//! `container`/`container.name`; then direction (bytes only), source and destination zone,
+//! traffic class.
 
-use crate::snapshot::{HostLabels, WorkloadFlowKey, WorkloadStats};
+use crate::snapshot::{HostLabels, WorkloadFlowKey, WorkloadLabels, WorkloadStats, ZoneKey};
 
 /// One label: (Prometheus name, OTLP attribute, value).
 pub type Label<'a> = (&'static str, &'static str, &'a str);
 
+/// Labels of a per-workload byte series.
 pub fn flow_labels<'a>(host: &'a HostLabels, k: &'a WorkloadFlowKey) -> Vec<Label<'a>> {
-    let w = &k.workload;
+    let mut out = workload_labels(&k.workload);
+    out.push(("direction", "network.io.direction", k.direction.as_str()));
+    out.extend(zone_labels(host, &k.dst));
+    out
+}
+
+/// Labels of a per-workload RTT histogram: the byte series' labels without the direction.
+pub fn row_labels<'a>(host: &'a HostLabels, w: &'a WorkloadLabels, dst: &'a ZoneKey) -> Vec<Label<'a>> {
+    let mut out = workload_labels(w);
+    out.extend(zone_labels(host, dst));
+    out
+}
+
+fn workload_labels(w: &WorkloadLabels) -> Vec<Label<'_>> {
     let mut out = vec![
         ("workload", "azflow.workload.name", w.name.as_str()),
         ("workload_kind", "azflow.workload.kind", w.kind.as_str()),
@@ -29,19 +45,17 @@ pub fn flow_labels<'a>(host: &'a HostLabels, k: &'a WorkloadFlowKey) -> Vec<Labe
     if let Some(c) = &w.container {
         out.push(("container", "container.name", c.as_str()));
     }
-    out.extend([
-        ("direction", "network.io.direction", k.direction.as_str()),
-        ("src_zone", "src.zone", host.zone.as_str()),
-        ("dst_zone", "dst.zone", k.dst.dst_zone.as_str()),
-        ("src_zone_id", "src.zone_id", host.zone_id.as_str()),
-        ("dst_zone_id", "dst.zone_id", k.dst.dst_zone_id.as_str()),
-        (
-            "traffic_class",
-            "azflow.traffic.class",
-            k.dst.class.as_str(),
-        ),
-    ]);
     out
+}
+
+fn zone_labels<'a>(host: &'a HostLabels, dst: &'a ZoneKey) -> [Label<'a>; 5] {
+    [
+        ("src_zone", "src.zone", host.zone.as_str()),
+        ("dst_zone", "dst.zone", dst.dst_zone.as_str()),
+        ("src_zone_id", "src.zone_id", host.zone_id.as_str()),
+        ("dst_zone_id", "dst.zone_id", dst.dst_zone_id.as_str()),
+        ("traffic_class", "azflow.traffic.class", dst.class.as_str()),
+    ]
 }
 
 pub enum Kind {
@@ -69,13 +83,14 @@ pub fn stats_series(s: &WorkloadStats) -> Vec<Series> {
             name: "caps",
             kind: Kind::Gauge,
             unit: "1",
-            help: "Workload limits: kernel indices (host and other included), cgroups the kernel maps, exported workload series.",
+            help: "Workload limits: kernel indices (host and other included), cgroups the kernel maps, (workload, destination) RTT histograms the kernel keeps (0: --workload-rtt off), exported workload series.",
             points: vec![
                 (Some(("cap", "kernel_indices")), u64::from(s.index_capacity)),
                 (
                     Some(("cap", "kernel_cgroups")),
                     u64::from(s.cgroup_capacity),
                 ),
+                (Some(("cap", "kernel_rtt_histograms")), u64::from(s.rtt_entries)),
                 (Some(("cap", "series")), s.series_cap),
             ],
         },

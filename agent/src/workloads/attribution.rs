@@ -1,5 +1,5 @@
 //! Workload attribution at drain time: keeps the kernel's cgroup id → index map in step with the
-//! registry, and turns the kernel's per-workload counters into labelled totals.
+//! registry, and turns the kernel's per-workload counters and RTT histograms into labelled totals.
 //!
 //! Order within one call, so that no byte changes hands: credit the counters' growth to the
 //! current index holders first, then walk and apply the registry's update (releases, deletes,
@@ -21,12 +21,21 @@ use agent_common::{Counter, Direction, TrafficClass, workload::WorkloadStat};
 
 use super::{
     CgroupDir, HOST_INDEX, OTHER_INDEX, RuntimeState, WorkloadRegistry, WorkloadsConfig,
+    rtt::WorkloadRttTotals,
     totals::{Growth, WorkloadTotals},
 };
 use crate::{
     ebpf::{KernelMaps, MapsError},
-    snapshot::{WorkloadFlowKey, WorkloadLabels, WorkloadStats, ZoneKey},
+    snapshot::{Histogram, WorkloadFlowKey, WorkloadLabels, WorkloadRowKey, WorkloadStats, ZoneKey},
 };
+
+/// What attribution adds to a snapshot.
+#[derive(Debug, Default)]
+pub struct WorkloadView {
+    pub flows: BTreeMap<WorkloadFlowKey, Counter>,
+    pub rtt: BTreeMap<WorkloadRowKey, Histogram>,
+    pub stats: WorkloadStats,
+}
 
 pub struct Attribution {
     registry: WorkloadRegistry<RuntimeState>,
@@ -34,6 +43,7 @@ pub struct Attribution {
     refresh: Duration,
     last_walk: Option<Instant>,
     totals: WorkloadTotals,
+    rtt: WorkloadRttTotals,
     pod_labels: bool,
     stats: WorkloadStats,
     /// One past the highest index the adopted counters had counted under: read on (and
@@ -53,6 +63,7 @@ impl Attribution {
             refresh: cfg.refresh,
             last_walk: None,
             totals: WorkloadTotals::new(series_cap),
+            rtt: WorkloadRttTotals::default(),
             pod_labels: cfg.pod_labels,
             adopted_bound: 0,
             stats: WorkloadStats {
@@ -70,9 +81,12 @@ impl Attribution {
         maps.workloads.clear()?;
         // Every index: adopted (pinned) maps may hold counts under any of them.
         let adopted = maps.workloads.read_counters(u32::MAX)?;
-        self.adopted_bound = adopted.iter().map(|c| c.index + 1).max().unwrap_or(0);
+        let adopted_rtt = maps.workloads.read_rtt(u32::MAX)?;
+        self.adopted_bound = adopted.iter().map(|c| c.index + 1).chain(adopted_rtt.iter().map(|c| c.index + 1)).max().unwrap_or(0);
         self.totals.baseline(&adopted);
+        self.rtt.baseline(&adopted_rtt);
         self.stats.index_capacity = maps.workloads.capacity();
+        self.stats.rtt_entries = maps.workloads.rtt_entries();
         self.walk(maps, Instant::now(), &[])
     }
 
@@ -109,10 +123,7 @@ impl Attribution {
     }
 
     /// The capped totals and the self-metrics, for the snapshot.
-    pub fn snapshot(
-        &self,
-        maps: &KernelMaps,
-    ) -> Result<(BTreeMap<WorkloadFlowKey, Counter>, WorkloadStats), MapsError> {
+    pub fn snapshot(&self, maps: &KernelMaps) -> Result<WorkloadView, MapsError> {
         let k = maps.workloads.read_stats()?;
         let r = self.registry.stats();
         let mut s = self.stats.clone();
@@ -128,18 +139,28 @@ impl Attribution {
         s.released_total = r.released_total;
         s.series_workloads = self.totals.admitted() as u64;
         s.series_folded_total = self.totals.refused_total();
-        Ok((self.totals.totals().clone(), s))
+        Ok(WorkloadView { flows: self.totals.totals().clone(), rtt: self.rtt.totals().clone(), stats: s })
     }
 
+    /// Credits the growth of bytes, then of RTT histograms.
+    ///
+    /// The RTT histograms are read *before* the byte counters: an ack's bytes are counted at
+    /// ingress before sock_ops takes its RTT sample, so every workload with RTT growth in this
+    /// read has had its bytes read too, and the byte totals have decided (busiest first) whether
+    /// it gets series of its own before its RTT growth is credited by that decision.
     fn absorb(
         &mut self,
         maps: &KernelMaps,
         rows: &BTreeMap<u32, ZoneKey>,
     ) -> Result<(), MapsError> {
-        let cells = maps.workloads.read_counters(self.registry.index_bound().max(self.adopted_bound))?;
+        let bound = self.registry.index_bound().max(self.adopted_bound);
+        let rtt = maps.workloads.read_rtt(bound)?;
+        let cells = maps.workloads.read_counters(bound)?;
         let labels: BTreeMap<u32, WorkloadLabels> = cells
             .iter()
-            .map(|c| (c.index, self.labels(c.index)))
+            .map(|c| c.index)
+            .chain(rtt.iter().map(|c| c.index))
+            .map(|i| (i, self.labels(i)))
             .collect();
         let unknown_row = ZoneKey {
             dst_zone: "unknown".into(),
@@ -157,6 +178,13 @@ impl Attribution {
             |r| rows.get(&r).cloned().unwrap_or_else(|| unknown_row.clone()),
         );
         self.totals.credit(growth);
+        let totals = &self.totals;
+        self.rtt.absorb(
+            &rtt,
+            |i| labels.get(&i).cloned().unwrap_or_else(WorkloadLabels::other),
+            |r| rows.get(&r).cloned().unwrap_or_else(|| unknown_row.clone()),
+            |w| totals.exports(w),
+        );
         Ok(())
     }
 

@@ -9,6 +9,8 @@
 //! - [`owner`]: a pod's owning Deployment, StatefulSet, DaemonSet, Job or CronJob, from its name.
 //! - [`registry`]: the index table (0 `host`, 1 `other`, 2.. workloads, capped) and the changes
 //!   to write into the kernel after each walk.
+//! - [`totals`], [`rtt`]: the kernel's per-index bytes and RTT histograms as capped, labelled,
+//!   only-growing totals.
 //!
 //! Nothing here runs per packet: a walk every `--workload-refresh` keeps the table fresh, and the
 //! kernel resolves a socket's cgroup id to its index once.
@@ -17,6 +19,7 @@ pub mod attribution;
 pub mod identity;
 pub mod owner;
 pub mod registry;
+pub mod rtt;
 pub mod runtime;
 pub mod totals;
 pub mod walk;

@@ -142,6 +142,12 @@ impl WorkloadTotals {
         &self.totals
     }
 
+    /// Whether a workload's growth goes to series of its own (host and other always do); the
+    /// others' goes to `other`.
+    pub fn exports(&self, w: &WorkloadLabels) -> bool {
+        w.is_fixed() || self.admitted.contains(w)
+    }
+
     /// Workloads with series of their own now (host and other not included).
     pub fn admitted(&self) -> usize {
         self.admitted.len()

@@ -35,20 +35,41 @@ pub fn measure_until_valid(mut attempt: impl FnMut() -> Option<()>) {
 /// `histogram_quantile` over the exported buckets of one destination (microseconds); the agent
 /// runs with `--prometheus-buckets all`, so these are the kernel's buckets.
 pub fn quantile_us(m: &Metrics, name: &str, zone_id: &str, q: f64) -> Option<f64> {
-    let mut buckets: Vec<(f64, f64)> = m
-        .series
-        .iter()
-        .filter(|(n, l, _)| n == &format!("{name}_bucket") && l.get("dst_zone_id").map(String::as_str) == Some(zone_id))
-        .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), *v))
-        .collect();
+    quantile_us_where(m, name, &[("dst_zone_id", zone_id)], q)
+}
+
+/// The cumulative `(le in seconds, count)` buckets of the series of histogram `name` whose labels
+/// include `want`, summed per `le`, `+Inf` last.
+pub fn buckets_where(m: &Metrics, name: &str, want: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let matching = m.series.iter().filter(|(n, l, _)| {
+        n == &format!("{name}_bucket") && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+    });
+    for (_, l, v) in matching {
+        let le = l["le"].parse::<f64>().unwrap_or(f64::INFINITY);
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, n)) => *n += *v,
+            None => buckets.push((le, *v)),
+        }
+    }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// [`quantile_us`] over the series whose labels include `want` (summed per `le`).
+pub fn quantile_us_where(m: &Metrics, name: &str, want: &[(&str, &str)], q: f64) -> Option<f64> {
+    quantile_of(&buckets_where(m, name, want), q)
+}
+
+/// `histogram_quantile` (microseconds) of cumulative `(le in seconds, count)` buckets, `+Inf` last.
+pub fn quantile_of(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total == 0.0 {
         return None;
     }
     let rank = q * total;
     let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
+    for &(le, c) in buckets {
         if c >= rank {
             if le.is_infinite() {
                 return Some(prev.0 * 1e6);

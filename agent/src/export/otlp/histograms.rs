@@ -1,4 +1,5 @@
-//! `azflow.tcp.rtt` and `azflow.tcp.connect.duration`: the kernel's histograms, sent as they are.
+//! `azflow.tcp.rtt`, `azflow.tcp.srtt`, `azflow.tcp.connect.duration` and
+//! `azflow.workload.tcp.rtt`: the kernel's histograms, sent as they are.
 //!
 //! The SDK cannot carry them: its data types cannot be built outside it (`pub(crate)` in 0.33),
 //! and its histogram instrument aggregates measurements anew. So every export cycle also builds
@@ -11,6 +12,7 @@
 //!   of the sample in seconds (see `agent_common::hist`): cell 0 is `zero_count`, and cell
 //!   `c ≥ 1` is positive index `hist::index(c)`, upper-inclusive as OTLP defines. Only the range
 //!   from the first to the last non-empty bucket is sent, so a point carries a few dozen counts.
+//!   The workload RTT histograms are the same at scale 1 (`agent_common::workload_rtt`).
 //! - **explicit**: every kernel boundary as an explicit bound. Kernel cell `c` holds the
 //!   whole-microsecond samples in `(lower_us(c), upper_us(c)]`; OTLP explicit bounds are
 //!   inclusive upper bounds too, so `bounds[c] = upper_us(c) µs` for every cell but the last,
@@ -41,10 +43,10 @@ use super::{
     config::{HistogramKind, Temporality},
     instruments::zone_attributes,
 };
-use crate::export::exponential::Exponential;
-use crate::snapshot::{Histogram, RowLatency, Snapshot, ZoneKey};
+use crate::export::{exponential::Exponential, workload_metrics};
+use crate::snapshot::{Histogram, RowLatency, Snapshot, WorkloadRowKey, ZoneKey};
 
-/// The two histograms of a latency row.
+/// The histogram metrics: three per latency row, one per (workload, row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Which {
     Rtt,
@@ -52,16 +54,19 @@ pub enum Which {
     /// value is not a per-ack sample.
     Srtt,
     Connect,
+    /// RTT per local workload and destination row (`Snapshot::workload_rtt`).
+    WorkloadRtt,
 }
 
 impl Which {
-    pub const ALL: [Which; 3] = [Which::Rtt, Which::Srtt, Which::Connect];
+    pub const ALL: [Which; 4] = [Which::Rtt, Which::Srtt, Which::Connect, Which::WorkloadRtt];
 
     pub fn name(self) -> &'static str {
         match self {
             Which::Rtt => "azflow.tcp.rtt",
             Which::Srtt => "azflow.tcp.srtt",
             Which::Connect => "azflow.tcp.connect.duration",
+            Which::WorkloadRtt => "azflow.workload.tcp.rtt",
         }
     }
 
@@ -70,16 +75,42 @@ impl Which {
             Which::Rtt => "TCP round-trip time samples (the kernel's own), by destination zone; the kernel's buckets.",
             Which::Srtt => "The kernel's smoothed RTT of connections opened before the agent started (read at most once per socket per sampling interval), by destination zone; the kernel's buckets.",
             Which::Connect => "Duration of active TCP opens (connect to established), by destination zone; the kernel's buckets.",
+            Which::WorkloadRtt => "TCP round-trip time samples by local workload and destination zone (cross-AZ destinations by default; workloads beyond the cap are summed as azflow.workload.name=other); the kernel's buckets at scale 1.",
         }
     }
 
-    fn of(self, row: &RowLatency) -> &Histogram {
-        match self {
-            Which::Rtt => &row.rtt,
+    /// Each series of this metric in `snap`: its key (for delta), attributes and histogram.
+    fn series<'a>(self, snap: &'a Snapshot) -> Vec<(Series, Vec<KeyValue>, &'a Histogram)> {
+        let of = |row: &'a RowLatency| match self {
+            Which::Rtt | Which::WorkloadRtt => &row.rtt,
             Which::Srtt => &row.srtt,
             Which::Connect => &row.connect,
+        };
+        if self == Which::WorkloadRtt {
+            return snap
+                .workload_rtt
+                .iter()
+                .map(|(k, h)| {
+                    let attributes = workload_metrics::row_labels(&snap.host, &k.workload, &k.dst)
+                        .into_iter()
+                        .map(|(_, name, v)| KeyValue::from(&opentelemetry::KeyValue::new(name, v.to_string())))
+                        .collect();
+                    (Series::Workload(k.clone()), attributes, h)
+                })
+                .collect();
         }
+        snap.latency
+            .iter()
+            .map(|(k, row)| (Series::Row(k.clone()), zone_attributes(snap, k).iter().map(KeyValue::from).collect(), of(row)))
+            .collect()
     }
+}
+
+/// Identity of one series, for delta temporality.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Series {
+    Row(ZoneKey),
+    Workload(WorkloadRowKey),
 }
 
 /// The OTLP bound that closes kernel cell `c`, in seconds: its largest whole microsecond.
@@ -87,17 +118,17 @@ pub fn bound_seconds(c: u32) -> f64 {
     hist::upper_us(c) as f64 / 1e6
 }
 
-/// The kernel cells an explicit-bounds point carries: all but the 18 below 12 µs that no whole
-/// microsecond falls in (their bound would repeat the one before, and bounds must increase).
-pub fn explicit_cells() -> Vec<u32> {
-    (0..hist::BUCKETS).filter(|c| *c == 0 || hist::upper_us(*c) > hist::upper_us(c - 1)).collect()
+/// The cells an explicit-bounds point carries, for a histogram `shift` steps coarser than the
+/// kernel's (0: the kernel's): all but those below 12 µs that no whole microsecond falls in
+/// (their bound would repeat the one before, and bounds must increase; 18 at shift 0).
+pub fn explicit_cells(shift: u32) -> Vec<u32> {
+    (0..hist::buckets_at(shift)).filter(|c| *c == 0 || hist::upper_us_at(*c, shift) > hist::upper_us_at(c - 1, shift)).collect()
 }
 
-/// Explicit bounds of [`explicit_cells`]: one fewer, the last kernel cell being OTLP's overflow
-/// bucket.
-pub fn explicit_bounds() -> Vec<f64> {
-    let cells = explicit_cells();
-    cells[..cells.len() - 1].iter().map(|c| bound_seconds(*c)).collect()
+/// Explicit bounds of [`explicit_cells`]: one fewer, the last cell being OTLP's overflow bucket.
+pub fn explicit_bounds(shift: u32) -> Vec<f64> {
+    let cells = explicit_cells(shift);
+    cells[..cells.len() - 1].iter().map(|c| hist::upper_us_at(*c, shift) as f64 / 1e6).collect()
 }
 
 /// One OTLP point of a kernel histogram (cumulative, or already a delta), unchanged.
@@ -108,8 +139,8 @@ pub fn data_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, t
         time_unix_nano: nanos(time),
         count: h.buckets.iter().fold(0u64, |a, n| a.saturating_add(*n)),
         sum: Some(h.sum_us as f64 / 1e6),
-        bucket_counts: explicit_cells().iter().map(|c| h.buckets.get(*c as usize).copied().unwrap_or(0)).collect(),
-        explicit_bounds: explicit_bounds(),
+        bucket_counts: explicit_cells(h.shift).iter().map(|c| h.buckets.get(*c as usize).copied().unwrap_or(0)).collect(),
+        explicit_bounds: explicit_bounds(h.shift),
         exemplars: Vec::new(),
         flags: 0,
         // The kernel keeps no extremes; OTLP makes them optional.
@@ -118,7 +149,8 @@ pub fn data_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, t
     }
 }
 
-/// One OTLP exponential point (scale 3) of a kernel histogram: the same buckets, trimmed.
+/// One OTLP exponential point (scale 3, or the histogram's own) of a kernel histogram: the same
+/// buckets, trimmed.
 pub fn exponential_point(attributes: Vec<KeyValue>, h: &Histogram, start: SystemTime, time: SystemTime) -> ExponentialHistogramDataPoint {
     let e = Exponential::of(h);
     ExponentialHistogramDataPoint {
@@ -127,7 +159,7 @@ pub fn exponential_point(attributes: Vec<KeyValue>, h: &Histogram, start: System
         time_unix_nano: nanos(time),
         count: e.count(),
         sum: Some(h.sum_us as f64 / 1e6),
-        scale: hist::SCALE,
+        scale: e.scale,
         zero_count: e.zero_count,
         positive: Some(Buckets { offset: e.offset, bucket_counts: e.counts }),
         negative: None,
@@ -151,6 +183,7 @@ fn growth(now: &Histogram, before: &Histogram) -> Histogram {
     Histogram {
         buckets: now.buckets.iter().zip(&before.buckets).map(|(n, b)| n - b).collect(),
         sum_us: now.sum_us - before.sum_us,
+        shift: now.shift,
     }
 }
 
@@ -170,7 +203,7 @@ pub struct Histograms {
     /// Start of every cumulative series (the exporter's creation, near the agent's start).
     start: SystemTime,
     /// Delta only: the cumulative histograms the previous request was built from, and when.
-    previous: HashMap<(Which, ZoneKey), Histogram>,
+    previous: HashMap<(Which, Series), Histogram>,
     previous_at: SystemTime,
 }
 
@@ -202,13 +235,11 @@ impl Histograms {
         let mut seen = HashMap::new();
         for which in Which::ALL {
             let mut points: Vec<(Vec<KeyValue>, Histogram, SystemTime)> = Vec::new();
-            for (key, row) in &snap.latency {
-                let h = which.of(row);
+            for (key, attributes, h) in which.series(snap) {
                 if h.buckets.is_empty() {
                     continue; // no sample yet
                 }
-                let attributes = zone_attributes(snap, key).iter().map(KeyValue::from).collect();
-                let series = (which, key.clone());
+                let series = (which, key);
                 let point = if self.delta {
                     let grown = self.previous.get(&series).map_or_else(|| h.clone(), |before| growth(h, before));
                     (attributes, grown, self.previous_at)
@@ -282,7 +313,7 @@ mod tests {
 
     /// A histogram of whole-microsecond samples, filled the way the kernel fills it.
     fn kernel_histogram(samples_us: &[u64]) -> Histogram {
-        let mut h = Histogram { buckets: vec![0; N], sum_us: 0 };
+        let mut h = Histogram { buckets: vec![0; N], sum_us: 0, shift: 0 };
         for s in samples_us {
             h.buckets[hist::bucket(*s) as usize] += 1;
             h.sum_us += s;
@@ -338,27 +369,27 @@ mod tests {
 
     /// The counts an explicit point carries for a kernel histogram.
     fn explicit(h: &Histogram) -> Vec<u64> {
-        explicit_cells().iter().map(|c| h.buckets[*c as usize]).collect()
+        explicit_cells(0).iter().map(|c| h.buckets[*c as usize]).collect()
     }
 
     /// Position of a sample's kernel cell among the explicit point's buckets.
     fn slot(us: u64) -> usize {
-        explicit_cells().iter().position(|c| *c == hist::bucket(us)).expect("kept")
+        explicit_cells(0).iter().position(|c| *c == hist::bucket(us)).expect("kept")
     }
 
     #[test]
     fn bounds_close_each_kernel_bucket_at_its_largest_microsecond() {
-        let bounds = explicit_bounds();
-        assert_eq!(bounds.len(), explicit_cells().len() - 1);
+        let bounds = explicit_bounds(0);
+        assert_eq!(bounds.len(), explicit_cells(0).len() - 1);
         assert_eq!(bounds.len(), N - 1 - 18, "the 18 cells no whole µs falls in are left out");
         assert!(bounds.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
         assert_eq!(&bounds[..3], &[0.0, 0.000001, 0.000002]);
-        for (i, c) in explicit_cells()[..bounds.len()].iter().enumerate() {
+        for (i, c) in explicit_cells(0)[..bounds.len()].iter().enumerate() {
             assert_eq!(bounds[i], hist::upper_us(*c) as f64 / 1e6, "the Prometheus le of cell {c}");
         }
         // OTLP's rule (bounds[i-1] < v ≤ bounds[i], last bucket unbounded) puts every whole
         // microsecond, in range or far beyond, in the kernel's bucket.
-        let cells = explicit_cells();
+        let cells = explicit_cells(0);
         let mut v = 0u64;
         while v < 100_000_000 {
             let s = v as f64 / 1e6;
@@ -394,7 +425,7 @@ mod tests {
             assert_eq!(p.len(), 1, "{name}: one point, the row with samples");
             let p = p[0];
             assert_eq!(p.bucket_counts, explicit(want), "{name}: the kernel's counts");
-            assert_eq!(p.explicit_bounds, explicit_bounds());
+            assert_eq!(p.explicit_bounds, explicit_bounds(0));
             assert_eq!(p.count, want.buckets.iter().sum::<u64>());
             assert_eq!(p.sum, Some(want.sum_us as f64 / 1e6));
             assert_eq!((p.min, p.max), (None, None));
@@ -562,6 +593,54 @@ mod tests {
             let (x, y) = (exponential_quantile(p, q), explicit_quantile(e, q));
             assert!((x - y).abs() <= (y * (2f64.powf(0.125) - 1.0)).max(1e-6), "q{q}: exponential {x} vs explicit {y}");
         }
+    }
+
+    /// Workload RTT: scale 1, the workload attributes, both kinds of point, delta per series.
+    #[test]
+    fn workload_rtt_goes_out_at_scale_1_with_the_workload_attributes() {
+        use agent_common::workload_rtt;
+
+        use crate::snapshot::{WorkloadLabels, WorkloadRowKey};
+        let shift = workload_rtt::SHIFT;
+        let coarse = |samples: &[u64]| {
+            let mut h = Histogram { buckets: vec![0; workload_rtt::BUCKETS as usize], sum_us: 0, shift };
+            for s in samples {
+                h.buckets[workload_rtt::cell(*s) as usize] += 1;
+                h.sum_us += s;
+            }
+            h
+        };
+        let key = WorkloadRowKey {
+            workload: WorkloadLabels { name: "cart".into(), kind: "pod".into(), namespace: "shop".into(), pod: None, container: None },
+            dst: zone("us-east-1b", "use1-az2", TrafficClass::CrossAz),
+        };
+        let mut snap = snapshot(vec![]);
+        snap.workload_rtt.insert(key.clone(), coarse(&[1000, 1200, 3000]));
+        let resource = opentelemetry_sdk::Resource::builder_empty().build();
+        let scope = opentelemetry::InstrumentationScope::builder("azflow").build();
+        let mut exp = Histograms::new(&resource, &scope, Temporality::Delta, HistogramKind::Exponential, at(1000));
+        let req = exp.request(&snap, at(1010)).expect("a request");
+        let p = exponential_points(&req, "azflow.workload.tcp.rtt");
+        assert_eq!(p.len(), 1);
+        let b = p[0].positive.as_ref().expect("buckets");
+        assert_eq!((p[0].scale, p[0].count, b.offset, b.bucket_counts.clone()), (1, 3, -20, vec![2, 0, 0, 1]));
+        let keys: Vec<String> = p[0].attributes.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            ["azflow.workload.name", "azflow.workload.kind", "k8s.namespace.name", "src.zone", "dst.zone", "src.zone_id", "dst.zone_id", "azflow.traffic.class"]
+        );
+        snap.workload_rtt.insert(key, coarse(&[1000, 1200, 3000, 3100]));
+        let req = exp.request(&snap, at(1020)).expect("a request");
+        assert_eq!(exponential_points(&req, "azflow.workload.tcp.rtt")[0].count, 1, "delta: the growth");
+
+        let req = builder(Temporality::Cumulative).request(&snap, at(1030)).expect("a request");
+        let p = points(&req, "azflow.workload.tcp.rtt");
+        assert_eq!(p[0].explicit_bounds, explicit_bounds(shift));
+        assert_eq!(p[0].bucket_counts.len(), explicit_bounds(shift).len() + 1);
+        assert_eq!((p[0].count, p[0].bucket_counts.iter().sum::<u64>()), (4, 4));
+        let le = |us: u64| explicit_bounds(shift).iter().position(|b| *b * 1e6 >= us as f64 - 1e-6).expect("bound");
+        assert_eq!(p[0].bucket_counts[le(1381)], 2, "(976, 1381] µs");
+        assert_eq!(p[0].bucket_counts[le(3906)], 2, "(2762, 3906] µs");
     }
 
     /// The SDK's request and ours carry the same resource and scope.
