@@ -93,8 +93,21 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let mut at = Instant::now();
     if args.once {
         std::thread::sleep(interval);
-        let now = top_view::parse(&scrape(&e, &args.url)?);
-        let rows = top_view::arrange(top_view::rows(&before, &now, at.elapsed().as_secs_f64(), args.price_per_gb), sort, &filter);
+        // At least one drain after the first scrape (the agent drains every 5 s by default),
+        // waiting at most a minute for it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (now, secs) = loop {
+            let now = top_view::parse(&scrape(&e, &args.url)?);
+            match top_view::elapsed(&before, &now, at.elapsed().as_secs_f64()) {
+                Some(secs) => break (now, secs),
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                None => {
+                    let source = std::io::Error::other("the agent's figures have not changed for a minute (no drain)");
+                    return Err(TopError::Scrape { url: args.url.clone(), source });
+                }
+            }
+        };
+        let rows = top_view::arrange(top_view::rows(&before, &now, secs, args.price_per_gb), sort, &filter);
         print!("{}", top_view::render(&rows, &top_view::rtt_by_zone(&now), sort, &filter, &args.url));
         return Ok(());
     }
@@ -105,9 +118,12 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     loop {
         if Instant::now() >= next_scrape {
             let now = top_view::parse(&scrape(&e, &args.url)?);
-            let rows = top_view::rows(&before, &now, at.elapsed().as_secs_f64(), args.price_per_gb);
-            (before, at) = (now.clone(), Instant::now());
-            shown = Some((now, rows));
+            // No drain since the last figures: keep showing them (and the baseline) as they are.
+            if let Some(secs) = top_view::elapsed(&before, &now, at.elapsed().as_secs_f64()) {
+                let rows = top_view::rows(&before, &now, secs, args.price_per_gb);
+                (before, at) = (now.clone(), Instant::now());
+                shown = Some((now, rows));
+            }
             next_scrape = Instant::now() + interval;
         }
         let screen = match &shown {

@@ -13,6 +13,23 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// When the agent's drain behind `samples` read the kernel (Unix seconds); `None` from an agent
+/// that does not say.
+pub fn drain_time(samples: &[Sample]) -> Option<f64> {
+    samples.iter().find(|s| s.name == "azflow_last_drain_timestamp_seconds").map(|s| s.value)
+}
+
+/// Seconds between two scrapes' figures: the agent's drain clock when it has one (its counters
+/// move only at drains, so the scraper's clock would read 0 or several drains' growth), else
+/// `fallback`. `None` while no drain happened in between: nothing new to show.
+pub fn elapsed(before: &[Sample], now: &[Sample], fallback: f64) -> Option<f64> {
+    match (drain_time(before), drain_time(now)) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        (Some(_), Some(_)) => None,
+        _ => Some(fallback),
+    }
+}
+
 /// Parses the text exposition format (comments skipped; a line that does not parse is skipped:
 /// the view shows what it can).
 pub fn parse(text: &str) -> Vec<Sample> {
@@ -279,6 +296,14 @@ fn ms(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_divide_by_the_agents_drain_clock() {
+        let at = |t: f64| parse(&format!("azflow_last_drain_timestamp_seconds {t}\n"));
+        assert_eq!(elapsed(&at(100.0), &at(105.0), 2.0), Some(5.0), "two drains 5 s apart, scraped 2 s apart");
+        assert_eq!(elapsed(&at(100.0), &at(100.0), 2.0), None, "no drain in between: nothing new");
+        assert_eq!(elapsed(&[], &[], 2.0), Some(2.0), "an agent without the clock: the scraper's");
+    }
 
     const T0: &str = r#"# HELP azflow_workload_tcp_bytes_total x
 azflow_workload_tcp_bytes_total{workload="cart",workload_kind="pod",namespace="shop",direction="transmit",traffic_class="cross_az"} 1000

@@ -143,6 +143,12 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
     series(out, "azflow_drains_total", &[], s.drains);
     header(out, "azflow_drain_failures_total", "counter", "Kernel map drains that failed (the previous snapshot stays published).");
     series(out, "azflow_drain_failures_total", &[], s.drain_failures);
+    if let Some(t) = s.taken_at {
+        // Counters move once per drain: a rate over scrapes that do not line up with drains
+        // (azflow top) divides by this clock, not the scraper's.
+        header(out, "azflow_last_drain_timestamp_seconds", "gauge", "When the drain behind these figures read the kernel (Unix time).");
+        out.push("azflow_last_drain_timestamp_seconds", &[], Value::Float(unix(t)));
+    }
     header(out, "azflow_drain_duration_seconds", "gauge", "Duration of the last drain.");
     out.push("azflow_drain_duration_seconds", &[], Value::Float(s.last_drain.as_secs_f64()));
     gauge(out, "azflow_topology_subnets", "Subnets in the kernel table.", s.subnets);
