@@ -99,16 +99,29 @@ pub fn remove(cgroup: &Path, timeout: Duration) -> Result<()> {
         || match fs::remove_dir(cgroup) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
-            // EBUSY while dying processes are still accounted to it.
+            // EBUSY while dying processes are still accounted to it, or while it has child
+            // cgroups (a test killed before it removed the ones it made: cgroup.kill emptied
+            // them, their directories remain).
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 for pid in procs(cgroup).unwrap_or_default() {
                     crate::netns::kill(pid);
                 }
+                remove_children(cgroup);
                 Ok(false)
             }
             Err(e) => Err(e).with_context(|| format!("removing cgroup {}", cgroup.display())),
         },
     )
+}
+
+/// Removes the (emptied) child cgroups below `cgroup`, deepest first; failures are left for the
+/// caller's next attempt.
+fn remove_children(cgroup: &Path) {
+    let Ok(entries) = fs::read_dir(cgroup) else { return };
+    for child in entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+        remove_children(&child.path());
+        let _ = fs::remove_dir(child.path());
+    }
 }
 
 /// Makes `cmd`'s child join `cgroup` between fork and exec (its own children inherit it).
